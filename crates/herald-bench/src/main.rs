@@ -1,0 +1,2 @@
+//! herald-bench: the load tool (being written).
+fn main() {}

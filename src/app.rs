@@ -1,0 +1,112 @@
+//! Wiring: builds every part from settings, serves, and stops in a written order.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::Authenticator;
+use crate::broker::{self, Broker};
+use crate::config::{DatabaseUrl, Settings};
+use crate::error::CloseReason;
+use crate::hub::{Capacity, Hub};
+use crate::state::AppState;
+use crate::store::sqlite::Sqlite;
+use crate::store::Store;
+
+/// Committed event groups waiting for the fanout; when full, the store's writer waits (backpressure).
+const FEED_CAPACITY: usize = 1024;
+
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    pump: tokio::task::JoinHandle<()>,
+    settings: Settings,
+}
+
+impl Application {
+    /// Opens the store, starts the fanout and binds the listener. `prometheus` is the installed recorder's
+    /// handle, if this process has one.
+    pub async fn build(settings: Settings, prometheus: Option<PrometheusHandle>) -> anyhow::Result<Self> {
+        let (max_connections, descriptors) = Capacity::from_descriptor_limit();
+        let max_connections = settings.max_connections.unwrap_or(max_connections);
+        tracing::info!(open_files_limit = descriptors, max_connections, "connection capacity");
+
+        let hub = Arc::new(Hub::new(max_connections));
+        let broker: Arc<dyn Broker> = Arc::new(broker::Memory::new(hub.clone()));
+        let (feed, feed_rx) = mpsc::channel(FEED_CAPACITY);
+        let store: Arc<dyn Store> = match &settings.database {
+            DatabaseUrl::Sqlite(path) => Arc::new(
+                Sqlite::open(path, settings.sqlite_synchronous, feed)
+                    .with_context(|| format!("opening the SQLite store at {}", path.display()))?,
+            ),
+        };
+        let pump = tokio::spawn(broker::pump(feed_rx, broker.clone()));
+        let auth = Authenticator::new(&settings.auth).context("setting up token verification")?;
+        let listener =
+            TcpListener::bind(settings.listen).await.with_context(|| format!("binding {}", settings.listen))?;
+        let state = AppState {
+            store,
+            hub,
+            broker,
+            auth: Arc::new(auth),
+            ws: Arc::new(settings.ws.clone()),
+            max_body_bytes: settings.max_body_bytes,
+            prometheus,
+            stopping: CancellationToken::new(),
+            connections: TaskTracker::new(),
+        };
+        Ok(Self { listener, state, pump, settings })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves, then stops in order:
+    /// 1. stop accepting, and let in-flight HTTP requests (and so their commits) finish;
+    /// 2. close every live connection with 1001 "going away" and wait for their tasks;
+    /// 3. let the store finish every accepted write, then stop the fanout.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Application { listener, state, pump, settings } = self;
+        let stopping = state.stopping.clone();
+        let hub = state.hub.clone();
+        let store = state.store.clone();
+        let connections = state.connections.clone();
+
+        let router = crate::transport::http::routes(state);
+        let signal = {
+            let stopping = stopping.clone();
+            async move {
+                shutdown.await;
+                tracing::info!("stopping: no new connections; closing live ones");
+                stopping.cancel();
+                // Live connections are not HTTP requests any more: tell them to close now, in parallel with
+                // the HTTP server draining its in-flight requests.
+                hub.registry.close_all(CloseReason::GoingAway);
+            }
+        };
+        axum::serve(listener, router.into_make_service())
+            .with_graceful_shutdown(signal)
+            .await
+            .context("serving HTTP")?;
+
+        connections.close();
+        if tokio::time::timeout(settings.shutdown_timeout, connections.wait()).await.is_err() {
+            tracing::warn!("some connections did not close in time");
+        }
+        store.shutdown().await;
+        // The writer has stopped and dropped the feed's sender, so the pump ends once it has sent the rest.
+        let _ = pump.await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,182 @@
+//! Who is calling: users by JWT, publishers by API key.
+//!
+//! The accepted algorithms follow from the configured key alone (HS256 for a secret; the RSA or EC family
+//! for a PEM public key), never from the token, so `alg: none` and algorithm confusion are refused.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+use thiserror::Error;
+
+use crate::config::{AuthSettings, JwtKey, Secret};
+use crate::domain::UserId;
+
+#[derive(Debug, Error)]
+pub enum AuthError {
+    #[error("no JWT key is configured")]
+    NoKey,
+    #[error("the public key is neither an RSA nor an EC key in PEM form: {0}")]
+    BadPublicKey(String),
+    #[error("the token is invalid: {0}")]
+    InvalidToken(String),
+    #[error("tokens can be minted only with an HS256 secret; with a public key they come from your identity provider")]
+    CannotMint,
+}
+
+/// A verified user.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub id: UserId,
+    /// When the token expires, in seconds since the Unix epoch; a live connection is closed then.
+    pub expires_at: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    sub: String,
+    exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    iss: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    aud: Option<String>,
+}
+
+pub struct Authenticator {
+    decoding: DecodingKey,
+    validation: Validation,
+    encoding: Option<EncodingKey>,
+    issuer: Option<String>,
+    audience: Option<String>,
+    api_keys: Vec<Secret>,
+}
+
+/// Seconds of clock skew tolerated on `exp`.
+const LEEWAY_SECS: u64 = 5;
+
+impl Authenticator {
+    pub fn new(settings: &AuthSettings) -> Result<Self, AuthError> {
+        let (decoding, encoding, algorithms) = match settings.jwt_key.as_ref().ok_or(AuthError::NoKey)? {
+            JwtKey::Hs256(secret) => (
+                DecodingKey::from_secret(secret.expose().as_bytes()),
+                Some(EncodingKey::from_secret(secret.expose().as_bytes())),
+                vec![Algorithm::HS256],
+            ),
+            JwtKey::PublicPem(pem) => {
+                let pem = pem.as_bytes();
+                match DecodingKey::from_rsa_pem(pem) {
+                    Ok(key) => (key, None, vec![Algorithm::RS256, Algorithm::RS384, Algorithm::RS512]),
+                    Err(rsa) => match DecodingKey::from_ec_pem(pem) {
+                        Ok(key) => (key, None, vec![Algorithm::ES256, Algorithm::ES384]),
+                        Err(ec) => return Err(AuthError::BadPublicKey(format!("as RSA: {rsa}; as EC: {ec}"))),
+                    },
+                }
+            }
+        };
+        let mut validation = Validation::new(algorithms[0]);
+        validation.algorithms = algorithms;
+        validation.leeway = LEEWAY_SECS;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        match &settings.issuer {
+            Some(iss) => validation.set_issuer(&[iss]),
+            None => validation.iss = None,
+        }
+        match &settings.audience {
+            Some(aud) => validation.set_audience(&[aud]),
+            None => validation.validate_aud = false,
+        }
+        Ok(Self {
+            decoding,
+            validation,
+            encoding,
+            issuer: settings.issuer.clone(),
+            audience: settings.audience.clone(),
+            api_keys: settings.api_keys.clone(),
+        })
+    }
+
+    /// Verifies a user token: signature, algorithm, `exp`, and `iss`/`aud` when configured.
+    pub fn user(&self, token: &str) -> Result<User, AuthError> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|e| AuthError::InvalidToken(e.to_string()))?;
+        let id = UserId::parse(&data.claims.sub).map_err(|e| AuthError::InvalidToken(e.to_string()))?;
+        Ok(User { id, expires_at: data.claims.exp })
+    }
+
+    /// Whether `candidate` is one of the publisher keys, compared in constant time.
+    pub fn is_api_key(&self, candidate: &str) -> bool {
+        let mut found = 0u8;
+        for key in &self.api_keys {
+            found |= key.expose().as_bytes().ct_eq(candidate.as_bytes()).unwrap_u8();
+        }
+        found == 1
+    }
+
+    /// Signs a token for `user`, valid for `ttl`.
+    pub fn mint(&self, user: &UserId, ttl: Duration) -> Result<String, AuthError> {
+        let key = self.encoding.as_ref().ok_or(AuthError::CannotMint)?;
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let claims = Claims {
+            sub: user.as_str().to_owned(),
+            exp: (now + ttl).as_secs(),
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, key)
+            .map_err(|e| AuthError::InvalidToken(e.to_string()))
+    }
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth() -> Authenticator {
+        Authenticator::new(&AuthSettings {
+            jwt_key: Some(JwtKey::Hs256(Secret::new("0123456789abcdef0123456789abcdef"))),
+            issuer: None,
+            audience: None,
+            api_keys: vec![Secret::new("publisher-key-0123456789")],
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn minted_tokens_verify() {
+        let a = auth();
+        let alice = UserId::parse("alice").unwrap();
+        let token = a.mint(&alice, Duration::from_secs(60)).unwrap();
+        assert_eq!(a.user(&token).unwrap().id, alice);
+    }
+
+    #[test]
+    fn alg_none_and_garbage_are_refused() {
+        let a = auth();
+        // {"alg":"none","typ":"JWT"} . {"sub":"alice","exp":9999999999} . (no signature)
+        let none = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJhbGljZSIsImV4cCI6OTk5OTk5OTk5OX0.";
+        assert!(a.user(none).is_err());
+        assert!(a.user("not-a-token").is_err());
+    }
+
+    #[test]
+    fn expired_tokens_are_refused() {
+        let a = auth();
+        let claims = Claims { sub: "alice".into(), exp: unix_now() - 3600, iss: None, aud: None };
+        let key = EncodingKey::from_secret(b"0123456789abcdef0123456789abcdef");
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap();
+        assert!(a.user(&token).is_err());
+    }
+
+    #[test]
+    fn api_keys_match_exactly() {
+        let a = auth();
+        assert!(a.is_api_key("publisher-key-0123456789"));
+        assert!(!a.is_api_key("publisher-key-012345678"));
+        assert!(!a.is_api_key(""));
+    }
+}

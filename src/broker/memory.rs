@@ -1,0 +1,31 @@
+//! The single-node broker: events go straight to this process's hub.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::{Broker, BrokerError, BrokerHealth};
+use crate::domain::InboxEvent;
+use crate::hub::Hub;
+
+pub struct Memory {
+    hub: Arc<Hub>,
+}
+
+impl Memory {
+    pub fn new(hub: Arc<Hub>) -> Self {
+        Self { hub }
+    }
+}
+
+#[async_trait]
+impl Broker for Memory {
+    async fn publish(&self, events: Vec<InboxEvent>) -> Result<(), BrokerError> {
+        self.hub.dispatch(&events);
+        Ok(())
+    }
+
+    fn health(&self) -> BrokerHealth {
+        BrokerHealth { ok: true, backend: "memory" }
+    }
+}

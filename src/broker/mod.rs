@@ -1,0 +1,50 @@
+//! The cluster broker: how committed inbox events reach the hub of every node.
+//!
+//! One node needs nothing more than handing events to its own hub ([`Memory`]). Backends for several nodes
+//! (Redis, NATS) implement the same trait: they publish the events and deliver what they receive to the
+//! local hub, in the order published.
+
+mod memory;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use thiserror::Error;
+use tokio::sync::mpsc;
+
+pub use memory::Memory;
+
+use crate::domain::InboxEvent;
+
+#[derive(Debug, Error)]
+pub enum BrokerError {
+    #[error("the broker is unavailable: {0}")]
+    Unavailable(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct BrokerHealth {
+    pub ok: bool,
+    pub backend: &'static str,
+}
+
+#[async_trait]
+pub trait Broker: Send + Sync + 'static {
+    /// Publishes events to every node, preserving their order.
+    async fn publish(&self, events: Vec<InboxEvent>) -> Result<(), BrokerError>;
+
+    fn health(&self) -> BrokerHealth;
+}
+
+/// Moves committed events from the store's feed to the broker, one group at a time, in commit order. Ends
+/// when the store closes the feed.
+pub async fn pump(mut feed: mpsc::Receiver<Vec<InboxEvent>>, broker: Arc<dyn Broker>) {
+    while let Some(events) = feed.recv().await {
+        let created = events.iter().filter(|e| matches!(e, InboxEvent::Created { .. })).count();
+        crate::telemetry::metrics().notifications_created.increment(created as u64);
+        if let Err(e) = broker.publish(events).await {
+            // Clients recover what they miss by reconnecting with `since`; the store is the source of truth.
+            tracing::error!(error = %e, "could not publish committed events");
+        }
+    }
+}

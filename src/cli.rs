@@ -1,0 +1,140 @@
+//! The command line: `herald serve` and `herald token`.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use crate::app::Application;
+use crate::auth::Authenticator;
+use crate::config::{Layer, Settings};
+use crate::domain::UserId;
+use crate::telemetry;
+
+#[derive(Parser)]
+#[command(name = "herald", version, about = "A real-time notification hub")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Print a signed token for a user (needs the HS256 secret: configured, or generated under the data dir).
+    Token(TokenArgs),
+}
+
+/// Options shared by every command that reads the configuration. Flags beat HERALD_* variables, which beat
+/// the file.
+#[derive(Args)]
+struct ConfigArgs {
+    /// A TOML file with any of the configuration keys.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Where the SQLite database and generated secrets live [default: ./data].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// The address to listen on [default: 127.0.0.1:8004].
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Where notifications are stored [default: sqlite://DATA_DIR/herald.db].
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
+    /// Log as text or as JSON lines.
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<String>,
+}
+
+#[derive(Args)]
+struct TokenArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// The user id, the token's `sub`.
+    #[arg(long)]
+    user: String,
+    /// How long the token is valid, in seconds.
+    #[arg(long, default_value_t = 86_400)]
+    ttl: u64,
+}
+
+fn settings(args: &ConfigArgs, flags: Layer) -> anyhow::Result<Settings> {
+    let file = match &args.config {
+        Some(path) => Layer::from_file(path)?,
+        None => Layer::default(),
+    };
+    let env = Layer::from_env(std::env::vars())?;
+    let flags = Layer { data_dir: args.data_dir.clone(), ..flags };
+    Ok(Settings::resolve(flags.over(env.over(file)))?)
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::Token(args) => token(args),
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let flags =
+        Layer { listen: args.listen, database_url: args.database_url, log_format: args.log_format, ..Layer::default() };
+    let mut settings = settings(&args.config, flags)?;
+    telemetry::init_tracing(settings.log_format, &settings.log_filter)?;
+    for stored in settings.load_generated_secrets().context("loading the generated secrets")? {
+        let verb = if stored.created { "generated" } else { "using" };
+        tracing::info!(path = %stored.path.display(), "{verb} a secret kept in the data dir (mode 0600)");
+    }
+    let prometheus = telemetry::install_metrics()?;
+    tokio::spawn(telemetry::run_upkeep(prometheus.clone()));
+    let app = Application::build(settings, Some(prometheus)).await?;
+    let addr = app.local_addr()?;
+    tracing::info!(%addr, "listening");
+    // Tests and scripts wait for this line on stdout to know the server is ready and where.
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "herald {} listening on http://{addr}", env!("CARGO_PKG_VERSION"))?;
+    stdout.flush()?;
+    app.run_until_stopped(shutdown_signal()).await
+}
+
+fn token(args: TokenArgs) -> anyhow::Result<()> {
+    let mut settings = settings(&args.config, Layer::default())?;
+    settings.load_generated_secrets().context("loading the generated secrets")?;
+    let user = UserId::parse(&args.user)?;
+    let token = Authenticator::new(&settings.auth)?.mint(&user, Duration::from_secs(args.ttl))?;
+    println!("{token}");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

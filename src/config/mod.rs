@@ -1,0 +1,409 @@
+//! Configuration: a TOML file, overridden by `HERALD_*` environment variables, overridden by flags.
+//!
+//! Each source is read into the same [`Layer`] of optional values; the layers are merged and then checked
+//! once into typed [`Settings`]. Every error names the key (and the variable) it is about, and secrets are
+//! held as [`Secret`] so that printing the settings never shows them.
+
+mod secret;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use thiserror::Error;
+
+pub use secret::{load_or_generate, Secret, StoredSecret};
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    ReadFile { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    ParseFile { path: PathBuf, message: String },
+    #[error("unknown environment variable {0}: Herald reads only the HERALD_* variables listed in the README")]
+    UnknownVariable(String),
+    #[error("{key} ({variable}): {message}")]
+    Invalid { key: &'static str, variable: &'static str, message: String },
+}
+
+/// One source of configuration. Every field is optional; unset fields fall through to the next layer.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Layer {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub jwt_secret: Option<String>,
+    pub jwt_public_key: Option<String>,
+    pub jwt_issuer: Option<String>,
+    pub jwt_audience: Option<String>,
+    pub api_keys: Option<Vec<String>>,
+    pub log_format: Option<String>,
+    pub log: Option<String>,
+    pub ping_interval_ms: Option<u64>,
+    pub outbox_capacity: Option<usize>,
+    pub max_connections: Option<usize>,
+    pub max_body_bytes: Option<usize>,
+    pub max_frame_bytes: Option<usize>,
+    pub write_buffer_bytes: Option<usize>,
+    pub sqlite_synchronous: Option<String>,
+    pub shutdown_timeout_ms: Option<u64>,
+}
+
+/// The environment variable for each key, in one table so that the README, the error messages and the
+/// unknown-variable check cannot drift apart.
+const VARIABLES: &[(&str, &str)] = &[
+    ("listen", "HERALD_LISTEN"),
+    ("data_dir", "HERALD_DATA_DIR"),
+    ("database_url", "HERALD_DATABASE_URL"),
+    ("jwt_secret", "HERALD_JWT_SECRET"),
+    ("jwt_public_key", "HERALD_JWT_PUBLIC_KEY"),
+    ("jwt_issuer", "HERALD_JWT_ISSUER"),
+    ("jwt_audience", "HERALD_JWT_AUDIENCE"),
+    ("api_keys", "HERALD_API_KEYS"),
+    ("log_format", "HERALD_LOG_FORMAT"),
+    ("log", "HERALD_LOG"),
+    ("ping_interval_ms", "HERALD_PING_INTERVAL_MS"),
+    ("outbox_capacity", "HERALD_OUTBOX_CAPACITY"),
+    ("max_connections", "HERALD_MAX_CONNECTIONS"),
+    ("max_body_bytes", "HERALD_MAX_BODY_BYTES"),
+    ("max_frame_bytes", "HERALD_MAX_FRAME_BYTES"),
+    ("write_buffer_bytes", "HERALD_WRITE_BUFFER_BYTES"),
+    ("sqlite_synchronous", "HERALD_SQLITE_SYNCHRONOUS"),
+    ("shutdown_timeout_ms", "HERALD_SHUTDOWN_TIMEOUT_MS"),
+];
+
+fn variable(key: &'static str) -> &'static str {
+    VARIABLES.iter().find(|(k, _)| *k == key).map_or("-", |(_, v)| v)
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key, variable: variable(key), message: message.into() }
+}
+
+fn number<T: std::str::FromStr>(key: &'static str, value: &str) -> Result<T, ConfigError> {
+    value.trim().parse().map_err(|_| invalid(key, format!("expected a whole number, got {value:?}")))
+}
+
+impl Layer {
+    /// Reads a TOML file; an unknown key or a value of the wrong type is an error that names it.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile { path: path.to_owned(), source })?;
+        toml::from_str(&text).map_err(|e| ConfigError::ParseFile { path: path.to_owned(), message: e.to_string() })
+    }
+
+    /// Reads every `HERALD_*` variable from `vars`; one Herald does not know is an error, so a typo never
+    /// silently leaves a default in place.
+    pub fn from_env(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let mut layer = Layer::default();
+        for (name, value) in vars {
+            if !name.starts_with("HERALD_") {
+                continue;
+            }
+            let Some((key, _)) = VARIABLES.iter().find(|(_, v)| *v == name) else {
+                return Err(ConfigError::UnknownVariable(name));
+            };
+            layer.set(key, &value)?;
+        }
+        Ok(layer)
+    }
+
+    fn set(&mut self, key: &'static str, value: &str) -> Result<(), ConfigError> {
+        let text = Some(value.to_owned());
+        match key {
+            "listen" => self.listen = text,
+            "data_dir" => self.data_dir = Some(PathBuf::from(value)),
+            "database_url" => self.database_url = text,
+            "jwt_secret" => self.jwt_secret = text,
+            "jwt_public_key" => self.jwt_public_key = text,
+            "jwt_issuer" => self.jwt_issuer = text,
+            "jwt_audience" => self.jwt_audience = text,
+            "api_keys" => {
+                self.api_keys =
+                    Some(value.split(',').map(str::trim).filter(|k| !k.is_empty()).map(String::from).collect())
+            }
+            "log_format" => self.log_format = text,
+            "log" => self.log = text,
+            "ping_interval_ms" => self.ping_interval_ms = Some(number(key, value)?),
+            "outbox_capacity" => self.outbox_capacity = Some(number(key, value)?),
+            "max_connections" => self.max_connections = Some(number(key, value)?),
+            "max_body_bytes" => self.max_body_bytes = Some(number(key, value)?),
+            "max_frame_bytes" => self.max_frame_bytes = Some(number(key, value)?),
+            "write_buffer_bytes" => self.write_buffer_bytes = Some(number(key, value)?),
+            "sqlite_synchronous" => self.sqlite_synchronous = text,
+            "shutdown_timeout_ms" => self.shutdown_timeout_ms = Some(number(key, value)?),
+            _ => return Err(invalid(key, "not a configuration key")),
+        }
+        Ok(())
+    }
+
+    /// `self` wins over `lower` field by field.
+    pub fn over(self, lower: Layer) -> Layer {
+        Layer {
+            listen: self.listen.or(lower.listen),
+            data_dir: self.data_dir.or(lower.data_dir),
+            database_url: self.database_url.or(lower.database_url),
+            jwt_secret: self.jwt_secret.or(lower.jwt_secret),
+            jwt_public_key: self.jwt_public_key.or(lower.jwt_public_key),
+            jwt_issuer: self.jwt_issuer.or(lower.jwt_issuer),
+            jwt_audience: self.jwt_audience.or(lower.jwt_audience),
+            api_keys: self.api_keys.or(lower.api_keys),
+            log_format: self.log_format.or(lower.log_format),
+            log: self.log.or(lower.log),
+            ping_interval_ms: self.ping_interval_ms.or(lower.ping_interval_ms),
+            outbox_capacity: self.outbox_capacity.or(lower.outbox_capacity),
+            max_connections: self.max_connections.or(lower.max_connections),
+            max_body_bytes: self.max_body_bytes.or(lower.max_body_bytes),
+            max_frame_bytes: self.max_frame_bytes.or(lower.max_frame_bytes),
+            write_buffer_bytes: self.write_buffer_bytes.or(lower.write_buffer_bytes),
+            sqlite_synchronous: self.sqlite_synchronous.or(lower.sqlite_synchronous),
+            shutdown_timeout_ms: self.shutdown_timeout_ms.or(lower.shutdown_timeout_ms),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// How user tokens are verified.
+#[derive(Debug, Clone)]
+pub enum JwtKey {
+    /// An HS256 shared secret; with it Herald can also mint tokens (`herald token`).
+    Hs256(Secret),
+    /// A PEM public key; the algorithm (RS256 or ES256) follows from the key type.
+    PublicPem(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    /// `None` until the generated default is loaded from the data dir.
+    pub jwt_key: Option<JwtKey>,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    /// Empty until the generated default is loaded from the data dir.
+    pub api_keys: Vec<Secret>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Synchronous {
+    /// fsync the WAL on every commit: an acknowledged write survives power loss.
+    Full,
+    /// fsync only at checkpoints: survives a crash of the process, not of the machine.
+    Normal,
+}
+
+#[derive(Debug, Clone)]
+pub enum DatabaseUrl {
+    Sqlite(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct WsSettings {
+    pub ping_interval: Duration,
+    pub outbox_capacity: usize,
+    pub max_frame_bytes: usize,
+    pub write_buffer_bytes: usize,
+}
+
+/// Everything Herald needs to start, checked.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub database: DatabaseUrl,
+    pub sqlite_synchronous: Synchronous,
+    pub auth: AuthSettings,
+    pub log_format: LogFormat,
+    pub log_filter: String,
+    pub ws: WsSettings,
+    pub max_body_bytes: usize,
+    /// `None`: derived from the open-files limit at start.
+    pub max_connections: Option<usize>,
+    pub shutdown_timeout: Duration,
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8004";
+
+impl Settings {
+    /// Checks a merged layer into settings.
+    pub fn resolve(layer: Layer) -> Result<Self, ConfigError> {
+        let listen_text = layer.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+        let listen = listen_text
+            .parse()
+            .map_err(|_| invalid("listen", format!("expected an address like 127.0.0.1:8004, got {listen_text:?}")))?;
+        let data_dir = layer.data_dir.unwrap_or_else(|| PathBuf::from("./data"));
+        let database = match layer.database_url.as_deref() {
+            None => DatabaseUrl::Sqlite(data_dir.join("herald.db")),
+            Some(url) => parse_database_url(url)?,
+        };
+        let sqlite_synchronous = match layer.sqlite_synchronous.as_deref().unwrap_or("full") {
+            "full" => Synchronous::Full,
+            "normal" => Synchronous::Normal,
+            other => return Err(invalid("sqlite_synchronous", format!("expected full or normal, got {other:?}"))),
+        };
+        let jwt_key = match (layer.jwt_secret, layer.jwt_public_key) {
+            (Some(_), Some(_)) => {
+                return Err(invalid("jwt_secret", "set either jwt_secret or jwt_public_key, not both"));
+            }
+            (Some(secret), None) if secret.len() < 16 => {
+                return Err(invalid("jwt_secret", "must be at least 16 bytes long"));
+            }
+            (Some(secret), None) => Some(JwtKey::Hs256(Secret::new(secret))),
+            (None, Some(pem)) => Some(JwtKey::PublicPem(pem)),
+            (None, None) => None,
+        };
+        let api_keys = layer.api_keys.unwrap_or_default();
+        if let Some(short) = api_keys.iter().find(|k| k.len() < 16) {
+            return Err(invalid(
+                "api_keys",
+                format!("each key must be at least 16 bytes long (one has {})", short.len()),
+            ));
+        }
+        let log_format = match layer.log_format.as_deref().unwrap_or("text") {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => return Err(invalid("log_format", format!("expected text or json, got {other:?}"))),
+        };
+        let ping_ms = layer.ping_interval_ms.unwrap_or(30_000);
+        if ping_ms < 10 {
+            return Err(invalid("ping_interval_ms", "must be at least 10"));
+        }
+        let outbox_capacity = layer.outbox_capacity.unwrap_or(1024);
+        if outbox_capacity == 0 {
+            return Err(invalid("outbox_capacity", "must be at least 1"));
+        }
+        let max_frame_bytes = layer.max_frame_bytes.unwrap_or(64 * 1024);
+        if max_frame_bytes < 128 {
+            return Err(invalid("max_frame_bytes", "must be at least 128"));
+        }
+        let max_body_bytes = layer.max_body_bytes.unwrap_or(1024 * 1024);
+        if max_body_bytes < 1024 {
+            return Err(invalid("max_body_bytes", "must be at least 1024"));
+        }
+        if layer.max_connections == Some(0) {
+            return Err(invalid("max_connections", "must be at least 1"));
+        }
+        Ok(Settings {
+            listen,
+            data_dir,
+            database,
+            sqlite_synchronous,
+            auth: AuthSettings {
+                jwt_key,
+                issuer: layer.jwt_issuer,
+                audience: layer.jwt_audience,
+                api_keys: api_keys.into_iter().map(Secret::new).collect(),
+            },
+            log_format,
+            log_filter: layer.log.unwrap_or_else(|| "info".to_owned()),
+            ws: WsSettings {
+                ping_interval: Duration::from_millis(ping_ms),
+                outbox_capacity,
+                max_frame_bytes,
+                write_buffer_bytes: layer.write_buffer_bytes.unwrap_or(8 * 1024),
+            },
+            max_body_bytes,
+            max_connections: layer.max_connections,
+            shutdown_timeout: Duration::from_millis(layer.shutdown_timeout_ms.unwrap_or(10_000)),
+        })
+    }
+
+    /// Fills in the JWT secret and the publisher key from the data dir where none was configured,
+    /// generating them on first start. Returns the files it used, so the caller can say where they are.
+    pub fn load_generated_secrets(&mut self) -> std::io::Result<Vec<StoredSecret>> {
+        let mut used = Vec::new();
+        if self.auth.jwt_key.is_none() || self.auth.api_keys.is_empty() {
+            create_private_dir(&self.data_dir)?;
+        }
+        if self.auth.jwt_key.is_none() {
+            let stored = load_or_generate(&self.data_dir, "jwt_secret")?;
+            self.auth.jwt_key = Some(JwtKey::Hs256(stored.secret.clone()));
+            used.push(stored);
+        }
+        if self.auth.api_keys.is_empty() {
+            let stored = load_or_generate(&self.data_dir, "api_key")?;
+            self.auth.api_keys = vec![stored.secret.clone()];
+            used.push(stored);
+        }
+        Ok(used)
+    }
+}
+
+/// Creates the data dir readable by its owner only.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}
+
+fn parse_database_url(url: &str) -> Result<DatabaseUrl, ConfigError> {
+    if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+        if path.is_empty() {
+            return Err(invalid("database_url", "a sqlite: URL needs a file path, e.g. sqlite://./data/herald.db"));
+        }
+        return Ok(DatabaseUrl::Sqlite(PathBuf::from(path)));
+    }
+    let scheme = url.split(':').next().unwrap_or_default();
+    Err(invalid("database_url", format!("unsupported scheme {scheme:?}: this build stores in SQLite (sqlite://PATH)")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_resolve() {
+        let s = Settings::resolve(Layer::default()).unwrap();
+        assert_eq!(s.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(s.ws.ping_interval, Duration::from_secs(30));
+        assert!(matches!(s.database, DatabaseUrl::Sqlite(ref p) if p.ends_with("herald.db")));
+    }
+
+    #[test]
+    fn unknown_variable_is_named() {
+        let err = Layer::from_env(env(&[("HERALD_LISTN", "x")])).unwrap_err();
+        assert!(err.to_string().contains("HERALD_LISTN"));
+    }
+
+    #[test]
+    fn bad_number_names_variable() {
+        let err = Layer::from_env(env(&[("HERALD_PING_INTERVAL_MS", "soon")])).unwrap_err();
+        assert!(err.to_string().contains("HERALD_PING_INTERVAL_MS"), "{err}");
+    }
+
+    #[test]
+    fn flags_beat_env_beat_file() {
+        let file: Layer = toml::from_str("listen = \"127.0.0.1:1\"\nping_interval_ms = 50").unwrap();
+        let envl = Layer::from_env(env(&[("HERALD_LISTEN", "127.0.0.1:2")])).unwrap();
+        let flags = Layer { listen: Some("127.0.0.1:3".into()), ..Layer::default() };
+        let s = Settings::resolve(flags.over(envl.over(file))).unwrap();
+        assert_eq!(s.listen.port(), 3);
+        assert_eq!(s.ws.ping_interval, Duration::from_millis(50));
+    }
+
+    #[test]
+    fn unknown_file_key_is_named() {
+        let err = toml::from_str::<Layer>("listne = \"x\"").unwrap_err();
+        assert!(err.to_string().contains("listne"));
+    }
+
+    #[test]
+    fn settings_debug_hides_secrets() {
+        let layer = Layer {
+            jwt_secret: Some("a-very-secret-value".into()),
+            api_keys: Some(vec!["publisher-key-0123456789".into()]),
+            ..Layer::default()
+        };
+        let s = Settings::resolve(layer).unwrap();
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("a-very-secret-value") && !shown.contains("publisher-key-0123456789"));
+    }
+}

@@ -1,0 +1,178 @@
+//! Every error a client can see, and how it is reported: HTTP status, stable code, WebSocket close code.
+//!
+//! Architecture invariant: this file is the only place that maps errors to statuses, codes and close codes,
+//! and the README's protocol section lists the same table.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::store::StoreError;
+
+/// An error answered to an HTTP client as `{"error":{"code","message"}}`.
+#[derive(Debug, Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("{0}")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    InvalidJson(String),
+    #[error("{message}")]
+    InvalidRequest { message: String, index: Option<usize> },
+    #[error("{0}")]
+    InvalidQuery(String),
+    #[error("the body is larger than the limit of {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("a batch holds at most {max} notifications, this one has {got}")]
+    BatchTooLarge { max: usize, got: usize },
+    #[error("the server is at its connection capacity; try again later")]
+    AtCapacity,
+    #[error("{0}")]
+    MethodNotAllowed(&'static str),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+impl ApiError {
+    pub fn invalid_request(message: impl Into<String>) -> Self {
+        ApiError::InvalidRequest { message: message.into(), index: None }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::InvalidJson(_) | ApiError::InvalidQuery(_) => StatusCode::BAD_REQUEST,
+            ApiError::InvalidRequest { .. } | ApiError::BatchTooLarge { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::AtCapacity => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Store(StoreError::Unavailable(_) | StoreError::Closed) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::InvalidJson(_) => "invalid_json",
+            ApiError::InvalidRequest { .. } => "invalid_request",
+            ApiError::InvalidQuery(_) => "invalid_query",
+            ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::BatchTooLarge { .. } => "batch_too_large",
+            ApiError::AtCapacity => "at_capacity",
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
+            ApiError::Store(StoreError::Unavailable(_) | StoreError::Closed) => "store_unavailable",
+            ApiError::Store(_) => "internal",
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail<'a> {
+    code: &'a str,
+    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    index: Option<usize>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let code = self.code();
+        metrics::counter!("herald_errors_total", "code" => code).increment(1);
+        // Internal errors are logged with their cause here and shown to the client without it.
+        let message = match &self {
+            ApiError::Store(e) => {
+                tracing::error!(error = %e, "request failed in the store");
+                "the request could not be completed; try again".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let index = match &self {
+            ApiError::InvalidRequest { index, .. } => *index,
+            _ => None,
+        };
+        (status, axum::Json(ErrorBody { error: ErrorDetail { code, message, index } })).into_response()
+    }
+}
+
+/// Why the server closes a WebSocket: the close code and reason a client sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The server is stopping.
+    GoingAway,
+    /// A client frame was larger than the frame limit.
+    MessageTooBig,
+    /// The server failed while serving the connection.
+    Internal,
+    /// The client did not answer pings for two intervals.
+    IdleTimeout,
+    /// The user's token expired while connected; reconnect with a fresh one.
+    TokenExpired,
+    /// The client fell behind and its outbound queue overflowed; reconnect with `since` to catch up.
+    SlowConsumer,
+}
+
+impl CloseReason {
+    pub fn code(self) -> u16 {
+        match self {
+            CloseReason::GoingAway => 1001,
+            CloseReason::MessageTooBig => 1009,
+            CloseReason::Internal => 1011,
+            CloseReason::IdleTimeout => 4000,
+            CloseReason::TokenExpired => 4001,
+            CloseReason::SlowConsumer => 4008,
+        }
+    }
+
+    pub fn reason(self) -> &'static str {
+        match self {
+            CloseReason::GoingAway => "going away",
+            CloseReason::MessageTooBig => "frame too large",
+            CloseReason::Internal => "internal error",
+            CloseReason::IdleTimeout => "idle timeout",
+            CloseReason::TokenExpired => "token expired",
+            CloseReason::SlowConsumer => "slow consumer",
+        }
+    }
+}
+
+/// An error answered on an open WebSocket as `{"type":"error","code","message"}`; the connection stays open.
+#[derive(Debug, Error)]
+pub enum FrameError {
+    #[error("the frame is not valid JSON: {0}")]
+    InvalidJson(String),
+    #[error("unknown frame type {0:?}; expected mark_read, mark_all_read or ping")]
+    UnknownType(String),
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("only text frames are accepted")]
+    UnsupportedFrame,
+    #[error("the request could not be completed; try again")]
+    Internal,
+}
+
+impl FrameError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            FrameError::InvalidJson(_) => "invalid_json",
+            FrameError::UnknownType(_) => "unknown_type",
+            FrameError::InvalidRequest(_) => "invalid_request",
+            FrameError::UnsupportedFrame => "unsupported_frame",
+            FrameError::Internal => "internal",
+        }
+    }
+}

@@ -1,0 +1,41 @@
+//! The hub: the connections open on this node, and the fanout of inbox events to them.
+//!
+//! Architecture invariant: the hub never sees a transport type. It holds outboxes of encoded frames; the
+//! WebSocket (or any later) transport drains them onto its sockets.
+
+pub mod capacity;
+pub mod outbox;
+pub mod registry;
+
+use std::sync::Arc;
+
+pub use capacity::{Capacity, Permit};
+pub use outbox::{Frame, Outbox, Push};
+pub use registry::{Registration, Registry};
+
+use crate::domain::InboxEvent;
+
+pub struct Hub {
+    pub registry: Arc<Registry>,
+    pub capacity: Arc<Capacity>,
+}
+
+impl Hub {
+    pub fn new(max_connections: usize) -> Self {
+        Self { registry: Arc::new(Registry::default()), capacity: Capacity::new(max_connections) }
+    }
+
+    /// Pushes each event to the local connections of its user. Each frame is encoded once, and only when
+    /// the user has a connection here.
+    pub fn dispatch(&self, events: &[InboxEvent]) {
+        for event in events {
+            self.registry.deliver(event.user_id(), || {
+                let (notification, received_at) = match event {
+                    InboxEvent::Created { notification, received_at } => (Some(notification.id), Some(*received_at)),
+                    _ => (None, None),
+                };
+                Frame { bytes: crate::protocol::event(event), notification, received_at }
+            });
+        }
+    }
+}

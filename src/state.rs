@@ -1,0 +1,29 @@
+//! What every request handler and connection shares.
+
+use std::sync::Arc;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::Authenticator;
+use crate::broker::Broker;
+use crate::config::WsSettings;
+use crate::hub::Hub;
+use crate::store::Store;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub hub: Arc<Hub>,
+    pub broker: Arc<dyn Broker>,
+    pub auth: Arc<Authenticator>,
+    pub ws: Arc<WsSettings>,
+    pub max_body_bytes: usize,
+    /// `None` when this process has no Prometheus recorder (a second app in one test process).
+    pub prometheus: Option<PrometheusHandle>,
+    /// Cancelled when the server starts to stop; live connections close with 1001.
+    pub stopping: CancellationToken,
+    /// Every live connection's task, so that shutdown can wait for them to finish closing.
+    pub connections: TaskTracker,
+}

@@ -1,0 +1,122 @@
+//! Storage: the durable inbox behind a trait, with SQLite as the embedded backend.
+//!
+//! Architecture invariant: a change is committed before it is acknowledged or pushed. Backends emit an
+//! [`InboxEvent`] for each committed change, in commit order, on the feed given to them at open; that feed is
+//! the only source of live pushes.
+
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use thiserror::Error;
+
+use crate::domain::{NewNotification, Notification, NotificationId, UserId};
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// The database cannot be reached or written (disk full, I/O error, locked for too long).
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+    /// The store has been shut down.
+    #[error("the store is shut down")]
+    Closed,
+    /// Anything else: a bug or corrupt data.
+    #[error("store error: {0}")]
+    Internal(String),
+}
+
+/// The result of asking to create one notification.
+#[derive(Debug, Clone)]
+pub enum InsertOutcome {
+    /// Stored now, and pushed.
+    Created(Arc<Notification>),
+    /// The idempotency key was seen before for this user: the original, not stored or pushed again.
+    Existing(Arc<Notification>),
+}
+
+impl InsertOutcome {
+    pub fn notification(&self) -> &Notification {
+        match self {
+            InsertOutcome::Created(n) | InsertOutcome::Existing(n) => n,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct ListQuery {
+    pub page: u32,
+    pub limit: u32,
+    pub unread_only: bool,
+}
+
+/// A page of a user's inbox, newest first.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub items: Vec<Notification>,
+    pub total: u64,
+    pub unread_count: u64,
+}
+
+/// Where a connecting client's backlog starts.
+#[derive(Debug, Clone, Copy)]
+pub enum Since {
+    /// No position: the newest `limit` unread notifications.
+    Unread { limit: u32 },
+    /// Every notification after this id, up to `limit`.
+    After { id: NotificationId, limit: u32 },
+}
+
+/// What a connecting client is sent first: read in one transaction, so the count and items agree.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub unread_count: u64,
+    /// Oldest first.
+    pub items: Vec<Notification>,
+    /// There is more than `items` holds; page the rest over REST.
+    pub more: bool,
+    /// The newest id the user had when the snapshot was read. Live frames up to it are skipped: they were
+    /// committed before the snapshot, so the backlog already sent them or left them out on purpose.
+    pub high_water: Option<NotificationId>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct MarkReadOutcome {
+    /// The notifications named that belong to the user, after the change.
+    pub found: Vec<Notification>,
+    /// Those among them that were unread before.
+    pub newly_read: Vec<NotificationId>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreHealth {
+    pub ok: bool,
+    pub backend: &'static str,
+    pub detail: String,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Stores a group of notifications atomically: all are committed, or none and an error.
+    async fn insert(&self, items: Vec<NewNotification>) -> Result<Vec<InsertOutcome>, StoreError>;
+
+    async fn list(&self, user: &UserId, query: ListQuery) -> Result<Page, StoreError>;
+
+    async fn unread_count(&self, user: &UserId) -> Result<u64, StoreError>;
+
+    async fn snapshot(&self, user: &UserId, since: Since) -> Result<Snapshot, StoreError>;
+
+    async fn mark_read(&self, user: &UserId, ids: Vec<NotificationId>) -> Result<MarkReadOutcome, StoreError>;
+
+    /// Returns how many notifications changed from unread to read.
+    async fn mark_all_read(&self, user: &UserId) -> Result<u64, StoreError>;
+
+    /// Records that these notifications were written to a live connection. Best effort: it is batched and
+    /// may be dropped under overload, since it is informational and never decides what a client is sent.
+    fn mark_delivered(&self, ids: &[NotificationId]);
+
+    async fn health(&self) -> StoreHealth;
+
+    /// Finishes every accepted write, then stops. Idempotent.
+    async fn shutdown(&self);
+}

@@ -1,0 +1,140 @@
+//! The embedded backend: SQLite in WAL mode, one writer thread with group commit, a pool of readers.
+
+mod reader;
+mod schema;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use tokio::sync::{mpsc, oneshot};
+
+use self::reader::ReaderPool;
+use self::writer::{Command, PendingDelivered, Writer};
+use crate::config::Synchronous;
+use crate::domain::{InboxEvent, NewNotification, NotificationId, UserId};
+use crate::store::{InsertOutcome, ListQuery, MarkReadOutcome, Page, Since, Snapshot, Store, StoreError, StoreHealth};
+
+/// Commands waiting for the writer; when full, writers wait, which bounds memory under overload.
+const COMMAND_QUEUE: usize = 4096;
+/// Delivered marks kept for the next commit at most; past this they are dropped (they are informational).
+const MAX_PENDING_DELIVERED: usize = 1_000_000;
+const READERS: usize = 4;
+
+pub struct Sqlite {
+    path: PathBuf,
+    commands: mpsc::Sender<Command>,
+    readers: Arc<ReaderPool>,
+    delivered: PendingDelivered,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Sqlite {
+    /// Opens (creating and migrating) the database at `path` and starts the writer thread. Committed changes
+    /// are sent on `feed`, in commit order.
+    pub fn open(
+        path: &Path,
+        synchronous: Synchronous,
+        feed: mpsc::Sender<Vec<InboxEvent>>,
+    ) -> Result<Self, StoreError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            crate::config::create_private_dir(parent)
+                .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", parent.display())))?;
+        }
+        let conn = writer::open(path, synchronous)
+            .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+        let (commands, rx) = mpsc::channel(COMMAND_QUEUE);
+        let delivered: PendingDelivered = Arc::new(Mutex::new(Vec::new()));
+        let writer = Writer { conn, commands: rx, feed, delivered: delivered.clone() };
+        let handle = std::thread::Builder::new()
+            .name("herald-sqlite-writer".into())
+            .spawn(move || writer.run())
+            .map_err(|e| StoreError::Internal(format!("cannot start the writer thread: {e}")))?;
+        Ok(Self {
+            path: path.to_owned(),
+            commands,
+            readers: Arc::new(ReaderPool::new(path.to_owned(), READERS)),
+            delivered,
+            writer: Mutex::new(Some(handle)),
+        })
+    }
+
+    async fn write<T>(&self, make: impl FnOnce(writer::Reply<T>) -> Command) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(make(reply)).await.map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+#[async_trait]
+impl Store for Sqlite {
+    async fn insert(&self, items: Vec<NewNotification>) -> Result<Vec<InsertOutcome>, StoreError> {
+        self.write(|reply| Command::Insert { items, reply }).await
+    }
+
+    async fn list(&self, user: &UserId, query: ListQuery) -> Result<Page, StoreError> {
+        let user = user.clone();
+        self.readers.run(move |conn| reader::list(conn, &user, query)).await
+    }
+
+    async fn unread_count(&self, user: &UserId) -> Result<u64, StoreError> {
+        let user = user.clone();
+        self.readers.run(move |conn| reader::count(conn, &user, true)).await
+    }
+
+    async fn snapshot(&self, user: &UserId, since: Since) -> Result<Snapshot, StoreError> {
+        let user = user.clone();
+        self.readers.run(move |conn| reader::snapshot(conn, &user, since)).await
+    }
+
+    async fn mark_read(&self, user: &UserId, ids: Vec<NotificationId>) -> Result<MarkReadOutcome, StoreError> {
+        let user = user.clone();
+        self.write(|reply| Command::MarkRead { user, ids, reply }).await
+    }
+
+    async fn mark_all_read(&self, user: &UserId) -> Result<u64, StoreError> {
+        let user = user.clone();
+        self.write(|reply| Command::MarkAllRead { user, reply }).await
+    }
+
+    fn mark_delivered(&self, ids: &[NotificationId]) {
+        if ids.is_empty() {
+            return;
+        }
+        let Ok(mut pending) = self.delivered.lock() else { return };
+        let was_empty = pending.is_empty();
+        if pending.len() + ids.len() > MAX_PENDING_DELIVERED {
+            metrics::counter!("herald_delivered_marks_dropped_total").increment(ids.len() as u64);
+            return;
+        }
+        pending.extend_from_slice(ids);
+        drop(pending);
+        // One wake-up per batch is enough: the writer takes everything pending when it runs.
+        if was_empty {
+            let _ = self.commands.try_send(Command::FlushDelivered);
+        }
+    }
+
+    async fn health(&self) -> StoreHealth {
+        let writer_alive = !self.commands.is_closed();
+        let read = self.readers.run(reader::ping).await;
+        let (ok, detail) = match (writer_alive, read) {
+            (true, Ok(())) => (true, self.path.display().to_string()),
+            (false, _) => (false, "the writer has stopped".to_owned()),
+            (true, Err(e)) => (false, e.to_string()),
+        };
+        StoreHealth { ok, backend: "sqlite", detail }
+    }
+
+    async fn shutdown(&self) {
+        let (reply, done) = oneshot::channel();
+        if self.commands.send(Command::Shutdown { reply }).await.is_ok() {
+            let _ = done.await;
+        }
+        let handle = self.writer.lock().ok().and_then(|mut h| h.take());
+        if let Some(handle) = handle {
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! Reads: a small pool of read-only connections, used from tokio's blocking threads.
+//!
+//! In WAL mode readers never wait for the writer, so reads scale with the pool while all writes go through
+//! the single writer thread.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{params, Connection, OpenFlags};
+use tokio::sync::Semaphore;
+
+use super::schema::{self, COLUMNS};
+use super::writer::sql_error;
+use crate::domain::{NotificationId, UserId};
+use crate::store::{ListQuery, Page, Since, Snapshot, StoreError};
+
+pub struct ReaderPool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+    permits: Semaphore,
+}
+
+impl ReaderPool {
+    pub fn new(path: PathBuf, size: usize) -> Self {
+        Self { path, idle: Mutex::new(Vec::with_capacity(size)), permits: Semaphore::new(size) }
+    }
+
+    fn open(&self) -> rusqlite::Result<Connection> {
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+        )?;
+        conn.pragma_update(None, "busy_timeout", 5000)?;
+        conn.set_prepared_statement_cache_capacity(16);
+        Ok(conn)
+    }
+
+    /// Runs `f` on a pooled connection in a blocking thread.
+    pub async fn run<T, F>(self: &Arc<Self>, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let _permit = self.permits.acquire().await.map_err(|_| StoreError::Closed)?;
+        let pooled = self.idle.lock().map_err(|_| StoreError::Internal("reader pool poisoned".into()))?.pop();
+        let pool = Arc::clone(self);
+        let task = tokio::task::spawn_blocking(move || {
+            let mut conn = match pooled {
+                Some(conn) => conn,
+                None => pool.open().map_err(sql_error)?,
+            };
+            let result = f(&mut conn);
+            if let Ok(mut idle) = pool.idle.lock() {
+                idle.push(conn);
+            }
+            result
+        });
+        task.await.map_err(|e| StoreError::Internal(format!("read task failed: {e}")))?
+    }
+}
+
+pub fn list(conn: &mut Connection, user: &UserId, q: ListQuery) -> Result<Page, StoreError> {
+    let tx = conn.transaction().map_err(sql_error)?;
+    let filter = if q.unread_only { " AND read_at IS NULL" } else { "" };
+    let offset = u64::from(q.page) * u64::from(q.limit);
+    let items = {
+        let mut stmt = tx
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM notifications WHERE user_id = ?1{filter} ORDER BY id DESC LIMIT ?2 OFFSET ?3"
+            ))
+            .map_err(sql_error)?;
+        let rows = stmt.query_map(params![user.as_str(), q.limit, offset], schema::from_row).map_err(sql_error)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(sql_error)?
+    };
+    let unread_count = count(&tx, user, true)?;
+    let total = if q.unread_only { unread_count } else { count(&tx, user, false)? };
+    Ok(Page { items, total, unread_count })
+}
+
+pub fn count(conn: &Connection, user: &UserId, unread_only: bool) -> Result<u64, StoreError> {
+    let sql = if unread_only {
+        "SELECT count(*) FROM notifications WHERE user_id = ?1 AND read_at IS NULL"
+    } else {
+        "SELECT count(*) FROM notifications WHERE user_id = ?1"
+    };
+    conn.prepare_cached(sql)
+        .and_then(|mut s| s.query_row(params![user.as_str()], |r| r.get::<_, i64>(0)))
+        .map(|n| n.max(0) as u64)
+        .map_err(sql_error)
+}
+
+pub fn snapshot(conn: &mut Connection, user: &UserId, since: Since) -> Result<Snapshot, StoreError> {
+    let tx = conn.transaction().map_err(sql_error)?;
+    let unread_count = count(&tx, user, true)?;
+    let (items, more) = match since {
+        Since::Unread { limit } => {
+            let mut stmt = tx
+                .prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM notifications WHERE user_id = ?1 AND read_at IS NULL ORDER BY id DESC LIMIT ?2"
+                ))
+                .map_err(sql_error)?;
+            let rows = stmt.query_map(params![user.as_str(), limit], schema::from_row).map_err(sql_error)?;
+            let mut items = rows.collect::<Result<Vec<_>, _>>().map_err(sql_error)?;
+            items.reverse();
+            (items, unread_count > u64::from(limit))
+        }
+        Since::After { id, limit } => {
+            let mut stmt = tx
+                .prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM notifications WHERE user_id = ?1 AND id > ?2 ORDER BY id ASC LIMIT ?3"
+                ))
+                .map_err(sql_error)?;
+            let rows = stmt
+                .query_map(params![user.as_str(), id.to_string(), limit + 1], schema::from_row)
+                .map_err(sql_error)?;
+            let mut items = rows.collect::<Result<Vec<_>, _>>().map_err(sql_error)?;
+            let more = items.len() > limit as usize;
+            items.truncate(limit as usize);
+            (items, more)
+        }
+    };
+    let high_water: Option<String> = tx
+        .prepare_cached("SELECT max(id) FROM notifications WHERE user_id = ?1")
+        .and_then(|mut s| s.query_row(params![user.as_str()], |r| r.get(0)))
+        .map_err(sql_error)?;
+    let high_water = high_water
+        .map(|id| NotificationId::parse(&id))
+        .transpose()
+        .map_err(|_| StoreError::Internal("a stored id is not a ULID".into()))?;
+    Ok(Snapshot { unread_count, items, more, high_water })
+}
+
+pub fn ping(conn: &mut Connection) -> Result<(), StoreError> {
+    conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0)).map(|_| ()).map_err(sql_error)
+}

@@ -1,0 +1,92 @@
+//! Logs and metrics: the `tracing` subscriber, the Prometheus recorder, and the hot-path metric handles.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{Counter, Gauge, Histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::LogFormat;
+
+/// Handles for the metrics touched per message or per connection, resolved once instead of per call.
+pub struct Metrics {
+    pub connections_open: Gauge,
+    pub users_connected: Gauge,
+    pub notifications_created: Counter,
+    pub frames_sent: Counter,
+    pub publish_to_push: Histogram,
+    pub slow_consumer_closes: Counter,
+    pub connections_refused: Counter,
+}
+
+static METRICS: OnceLock<Metrics> = OnceLock::new();
+
+/// The metric handles; they record into the installed recorder, or nowhere if none is installed (unit tests).
+pub fn metrics() -> &'static Metrics {
+    METRICS.get_or_init(|| Metrics {
+        connections_open: metrics::gauge!("herald_connections_open"),
+        users_connected: metrics::gauge!("herald_users_connected"),
+        notifications_created: metrics::counter!("herald_notifications_created_total"),
+        frames_sent: metrics::counter!("herald_frames_sent_total"),
+        publish_to_push: metrics::histogram!("herald_publish_to_push_seconds"),
+        slow_consumer_closes: metrics::counter!("herald_slow_consumer_closes_total"),
+        connections_refused: metrics::counter!("herald_connections_refused_total"),
+    })
+}
+
+/// Installs the global Prometheus recorder. Call once, before any metric is touched.
+pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
+    let latency = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full("herald_publish_to_push_seconds".into()), &latency)?
+        .set_buckets_for_metric(Matcher::Full("herald_store_commit_seconds".into()), &latency)?
+        .set_buckets_for_metric(
+            Matcher::Full("herald_store_group_size".into()),
+            &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0],
+        )?
+        .install_recorder()?;
+    describe();
+    Ok(handle)
+}
+
+/// Drains histogram samples into their buckets now and then, so memory stays flat between scrapes.
+pub async fn run_upkeep(handle: PrometheusHandle) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        handle.run_upkeep();
+    }
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_gauge!("herald_connections_open", "Open live connections on this node.");
+    describe_gauge!("herald_users_connected", "Users with at least one live connection on this node.");
+    describe_counter!("herald_notifications_created_total", "Notifications stored (not counting idempotent repeats).");
+    describe_counter!("herald_frames_sent_total", "Frames written to live connections.");
+    describe_histogram!(
+        "herald_publish_to_push_seconds",
+        Unit::Seconds,
+        "From a publish request's arrival to its frame being written to a connection."
+    );
+    describe_counter!(
+        "herald_slow_consumer_closes_total",
+        "Connections closed because their outbound queue overflowed."
+    );
+    describe_counter!("herald_connections_refused_total", "Connections refused at capacity.");
+    describe_counter!("herald_errors_total", "Errors answered to clients, by code.");
+    describe_histogram!("herald_store_commit_seconds", Unit::Seconds, "Time to run and commit one write group.");
+    describe_histogram!("herald_store_group_size", "Commands committed together in one transaction.");
+}
+
+/// Installs the `tracing` subscriber on stderr: text by default, JSON lines on request.
+pub fn init_tracing(format: LogFormat, filter: &str) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_new(filter).map_err(|e| anyhow::anyhow!("log ({filter:?}): {e}"))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let result = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+    result.map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))
+}

@@ -1,0 +1,55 @@
+//! The HTTP transport: routes, the access log, and the JSON error for routes that do not exist.
+
+pub mod extract;
+mod inbox;
+mod system;
+
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::error::ApiError;
+use crate::ingest;
+use crate::state::AppState;
+
+pub fn routes(state: AppState) -> Router {
+    let body_limit = state.max_body_bytes;
+    Router::new()
+        .route("/api/v1/notifications", post(ingest::http::publish).get(inbox::list))
+        .route("/api/v1/notifications/batch", post(ingest::http::publish_batch))
+        .route("/api/v1/notifications/unread-count", get(inbox::unread_count))
+        .route("/api/v1/notifications/read-all", post(inbox::mark_all_read))
+        .route("/api/v1/notifications/{id}/read", post(inbox::mark_read))
+        .route("/api/v1/openapi.json", get(system::openapi))
+        .route("/health", get(system::health))
+        .route("/metrics", get(system::metrics))
+        .route("/ws", get(super::ws::upgrade))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn(access_log))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed("this route does not take that method")
+}
+
+/// Logs each request by its route pattern, never its query string, so tokens in `?token=` stay out of logs.
+async fn access_log(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let route =
+        request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    tracing::debug!(%method, route, status = response.status().as_u16(), micros = started.elapsed().as_micros() as u64, "request");
+    response
+}

@@ -1,0 +1,47 @@
+//! Operational endpoints: `/health`, `/metrics`, `/api/v1/openapi.json`.
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::state::AppState;
+
+/// Reports each part truthfully: 200 when all are up, 503 naming the one that is not.
+pub async fn health(State(state): State<AppState>) -> Response {
+    let store = state.store.health().await;
+    let broker = state.broker.health();
+    let stopping = state.stopping.is_cancelled();
+    let ok = store.ok && broker.ok && !stopping;
+    let status = if ok {
+        "ok"
+    } else if stopping {
+        "stopping"
+    } else {
+        "degraded"
+    };
+    let body = json!({
+        "status": status,
+        "version": env!("CARGO_PKG_VERSION"),
+        "connections": {
+            "total": state.hub.registry.connections(),
+            "users": state.hub.registry.users(),
+            "capacity": state.hub.capacity.max(),
+        },
+        "store": { "status": if store.ok { "ok" } else { "down" }, "backend": store.backend, "detail": store.detail },
+        "broker": { "status": if broker.ok { "ok" } else { "down" }, "backend": broker.backend },
+    });
+    let code = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, axum::Json(body)).into_response()
+}
+
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let text = state.prometheus.as_ref().map(|h| h.render()).unwrap_or_default();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+const OPENAPI: &str = include_str!("openapi.json");
+
+pub async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}

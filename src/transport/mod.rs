@@ -1,0 +1,4 @@
+//! Transports: how clients reach Herald. HTTP (REST and the publish API's routes) and WebSocket.
+
+pub mod http;
+pub mod ws;
