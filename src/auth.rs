@@ -77,7 +77,11 @@ impl Authenticator {
         let mut validation = Validation::new(algorithms[0]);
         validation.algorithms = algorithms;
         validation.leeway = LEEWAY_SECS;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        // Configured iss/aud are required, not just checked when present: a token without them is refused.
+        let mut required = vec!["exp", "sub"];
+        required.extend(settings.issuer.as_ref().map(|_| "iss"));
+        required.extend(settings.audience.as_ref().map(|_| "aud"));
+        validation.set_required_spec_claims(&required);
         match &settings.issuer {
             Some(iss) => validation.set_issuer(&[iss]),
             None => validation.iss = None,

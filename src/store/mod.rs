@@ -113,7 +113,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Records that these notifications were written to a live connection. Best effort: it is batched and
     /// may be dropped under overload, since it is informational and never decides what a client is sent.
-    fn mark_delivered(&self, ids: &[NotificationId]);
+    fn mark_delivered(&self, user: &UserId, ids: &[NotificationId]);
 
     async fn health(&self) -> StoreHealth;
 

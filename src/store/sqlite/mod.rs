@@ -98,7 +98,7 @@ impl Store for Sqlite {
         self.write(|reply| Command::MarkAllRead { user, reply }).await
     }
 
-    fn mark_delivered(&self, ids: &[NotificationId]) {
+    fn mark_delivered(&self, user: &UserId, ids: &[NotificationId]) {
         if ids.is_empty() {
             return;
         }
@@ -108,7 +108,7 @@ impl Store for Sqlite {
             metrics::counter!("herald_delivered_marks_dropped_total").increment(ids.len() as u64);
             return;
         }
-        pending.extend_from_slice(ids);
+        pending.extend(ids.iter().map(|id| (user.clone(), *id)));
         drop(pending);
         // One wake-up per batch is enough: the writer takes everything pending when it runs.
         if was_empty {

@@ -10,9 +10,11 @@ use crate::domain::{Notification, NotificationId, Timestamp, UserId};
 
 /// Migrations in order; `PRAGMA user_version` records how many have run.
 const MIGRATIONS: &[&str] = &[r#"
+-- Clustered by (user_id, id): a user's inbox is one contiguous range in creation order, so paging, the
+-- backlog and every per-user update are range scans or point lookups on the table itself.
 CREATE TABLE notifications (
-    id              TEXT PRIMARY KEY,   -- a ULID: sorts by creation time
     user_id         TEXT NOT NULL,
+    id              TEXT NOT NULL,      -- a ULID: sorts by creation time
     type            TEXT NOT NULL,
     title           TEXT,
     message         TEXT,
@@ -20,9 +22,9 @@ CREATE TABLE notifications (
     created_at      INTEGER NOT NULL,   -- milliseconds since the Unix epoch
     delivered_at    INTEGER,
     read_at         INTEGER,
-    idempotency_key TEXT
+    idempotency_key TEXT,
+    PRIMARY KEY (user_id, id)
 ) WITHOUT ROWID;
-CREATE INDEX notifications_by_user ON notifications (user_id, id);
 CREATE INDEX notifications_unread_by_user ON notifications (user_id, id) WHERE read_at IS NULL;
 CREATE UNIQUE INDEX notifications_idempotency
     ON notifications (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL;

@@ -90,7 +90,7 @@ impl Session<'_> {
         self.send(protocol::hello(&self.user.id, &connection_id, snapshot.unread_count)).await?;
         self.send(protocol::backlog(&items, more)).await?;
         let ids: Vec<NotificationId> = items.iter().filter(|n| !n.delivered).map(|n| n.id).collect();
-        self.state.store.mark_delivered(&ids);
+        self.state.store.mark_delivered(&self.user.id, &ids);
         Ok(())
     }
 
@@ -166,7 +166,7 @@ impl Session<'_> {
         for at in latencies {
             m.publish_to_push.record(at.elapsed().as_secs_f64());
         }
-        self.state.store.mark_delivered(&delivered);
+        self.state.store.mark_delivered(&self.user.id, &delivered);
         Flow::Continue
     }
 

@@ -1,0 +1,23 @@
+//! Herald's integration tests: each test starts the real `herald` binary on an ephemeral port with a real
+//! SQLite file in its own temp dir, and talks to it over real HTTP and WebSocket clients.
+//!
+//! Run them with `cargo test --test api`.
+
+mod helpers;
+
+mod auth;
+mod bad_input;
+mod config;
+mod fanout;
+mod idempotency;
+mod jwt_public_key;
+mod keepalive;
+mod lifecycle;
+mod observability;
+mod offline;
+mod read_sync;
+mod reconnect;
+mod rest;
+mod slow_consumer;
+mod storage;
+mod websocket_protocol;
