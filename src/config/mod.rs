@@ -99,7 +99,8 @@ impl Layer {
     pub fn from_env(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
         let mut layer = Layer::default();
         for (name, value) in vars {
-            if !name.starts_with("HERALD_") {
+            // HERALD_BENCH_* belong to the load tool, which often runs from the same shell.
+            if !name.starts_with("HERALD_") || name.starts_with("HERALD_BENCH_") {
                 continue;
             }
             let Some((key, _)) = VARIABLES.iter().find(|(_, v)| *v == name) else {

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Runs every herald-bench mode at a tiny size (--smoke) against a fresh floor server, and,
+# when HERALD_BENCH_SERVER is set, against that Herald too. Checks correctness, not speed: a run
+# fails when it lost, duplicated, misrouted or reordered a notification, when a publish or a
+# connection failed, or in reconnect mode when a user never caught up (herald-bench exits
+# non-zero for each of those). Prints one JSON line per run, then "N passed, N failed".
+#
+# Environment:
+#   HERALD_BENCH_BIN      path to a built herald-bench; otherwise it is built (debug profile)
+#   HERALD_BENCH_SERVER   a running Herald, e.g. http://127.0.0.1:8004 (optional)
+#   HERALD_JWT_SECRET     Herald's HS256 secret, for minting user tokens
+#   HERALD_BENCH_API_KEY  one of Herald's publisher API keys
+#   HERALD_BENCH_SERVER_PID  its pid, so idle mode reports its memory (optional)
+#   HERALD_BENCH_TOPICS=1 also run broadcast against Herald (once it has topics)
+set -euo pipefail
+
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+cd "$root"
+
+bench="${HERALD_BENCH_BIN:-}"
+if [[ -z "$bench" ]]; then
+    cargo build --quiet -p herald-bench
+    bench="${CARGO_TARGET_DIR:-$root/target}/debug/herald-bench"
+fi
+
+work="$(mktemp -d)"
+floor_pid=""
+cleanup() {
+    if [[ -n "$floor_pid" ]]; then
+        kill "$floor_pid" 2>/dev/null || true
+        wait "$floor_pid" 2>/dev/null || true
+    fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# Port 0: the floor picks a free port and prints it as its first line.
+"$bench" floor --listen 127.0.0.1:0 >"$work/floor.out" 2>"$work/floor.err" &
+floor_pid=$!
+floor_url=""
+for _ in $(seq 100); do
+    floor_url="$(sed -n 's/^listening on //p' "$work/floor.out")"
+    [[ -n "$floor_url" ]] && break
+    if ! kill -0 "$floor_pid" 2>/dev/null; then
+        cat "$work/floor.err" >&2
+        echo "smoke: the floor server did not start" >&2
+        exit 1
+    fi
+    sleep 0.1
+done
+if [[ -z "$floor_url" ]]; then
+    echo "smoke: the floor server printed no address within 10 s" >&2
+    exit 1
+fi
+
+passed=0
+failed=0
+
+# run NAME MODE [ARGS...]: one tiny run, bounded in time.
+run() {
+    local name="$1"
+    shift
+    echo "== $name" >&2
+    if timeout 120 "$bench" "$@" --smoke --quiet; then
+        passed=$((passed + 1))
+    else
+        echo "smoke: FAILED: $name" >&2
+        failed=$((failed + 1))
+    fi
+}
+
+# suite LABEL URL WITH_BROADCAST [ARGS...]: every mode against one server.
+suite() {
+    local label="$1" url="$2" with_broadcast="$3"
+    shift 3
+    run "$label idle" idle --server "$url" "$@"
+    run "$label targeted" targeted --server "$url" "$@"
+    run "$label targeted, batch endpoint" targeted --server "$url" --batch 50 "$@"
+    if [[ "$with_broadcast" == 1 ]]; then
+        run "$label broadcast" broadcast --server "$url" "$@"
+    fi
+    run "$label reconnect" reconnect --server "$url" "$@"
+    run "$label reconnect, two worker processes" reconnect --server "$url" --workers 2 "$@"
+}
+
+suite floor "$floor_url" 1 --server-pid "$floor_pid"
+
+if [[ -n "${HERALD_BENCH_SERVER:-}" ]]; then
+    suite herald "$HERALD_BENCH_SERVER" "${HERALD_BENCH_TOPICS:-0}" ${HERALD_BENCH_SERVER_PID:+--server-pid "$HERALD_BENCH_SERVER_PID"}
+fi
+
+echo "$passed passed, $failed failed"
+[[ "$failed" == 0 ]]

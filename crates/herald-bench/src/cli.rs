@@ -1,0 +1,240 @@
+//! Command-line interface: one subcommand per mode, plus the `floor` server and the hidden
+//! `worker` entry point that the tool re-executes itself as.
+//!
+//! Sizes are `Option`s so that `--smoke` can supply tiny defaults while a size given
+//! explicitly still wins.
+
+use std::net::SocketAddr;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::server_url::ServerUrl;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "herald-bench",
+    version,
+    about = "Load tool for Herald, the real-time notification hub, and its `floor` baseline server.",
+    long_about = "Load tool for Herald, the real-time notification hub.\n\n\
+        Every mode prints one JSON line of results on stdout and a table on stderr, and exits \
+        1 when a notification was lost, duplicated, misrouted or reordered (2 on a usage or \
+        setup error), so CI can run it as a check. Run each mode against `herald serve` and \
+        against `herald-bench floor`; the ratio between the two is the cost of Herald's features."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Hold N idle connections as N distinct users; report accepted/refused, connect time and
+    /// the server's memory per connection (with --server-pid).
+    Idle(IdleArgs),
+    /// Connect U users, publish M notifications to random ones over the HTTP API, and measure
+    /// publish→deliver latency, throughput, and lost/duplicated notifications.
+    Targeted(TargetedArgs),
+    /// S subscribers on one topic, M events published to it. Herald has no topics yet: the
+    /// client speaks an assumed protocol (`/ws?token=..&topic=NAME`, `POST
+    /// /api/v1/topics/{name}/events`) that the floor server implements today; Herald support
+    /// comes with the topics issue.
+    Broadcast(BroadcastArgs),
+    /// Connect U users, publish at a steady rate, drop every connection at once and reconnect
+    /// with `since`; report the time until every user has caught up, and lost notifications.
+    Reconnect(ReconnectArgs),
+    /// Run the floor server: the same HTTP and WebSocket shape as Herald with nothing else (no
+    /// auth, no storage, an in-memory fanout), to measure against.
+    Floor(FloorArgs),
+    /// Internal: one worker process of a run, driven over stdin/stdout by its parent.
+    #[command(hide = true)]
+    Worker,
+}
+
+/// Options every client mode shares.
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    /// Base URL of the server under test: Herald or the floor.
+    #[arg(long, env = "HERALD_BENCH_SERVER", default_value = "http://127.0.0.1:8004")]
+    pub server: ServerUrl,
+
+    /// HS256 secret used to mint user tokens (claims `sub`, `exp`). Required against Herald;
+    /// the floor accepts any token.
+    #[arg(long, env = "HERALD_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// Publisher API key, sent as `Authorization: Bearer`. Required against Herald.
+    #[arg(long, env = "HERALD_BENCH_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+
+    /// PID of the server process: its VmRSS is read before connecting and after the run.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+
+    /// Processes holding connections. 0 chooses ceil(connections / --conns-per-worker); 1 keeps
+    /// everything in this process; more re-executes this binary as that many workers.
+    #[arg(long, default_value_t = 0)]
+    pub workers: usize,
+
+    /// Most connections one process holds when --workers is 0. A process may hold at most
+    /// 20,000 open files on these machines, and publishers need a few.
+    #[arg(long, default_value_t = 18_000)]
+    pub conns_per_worker: u64,
+
+    /// Loopback source addresses to spread connections over (127.0.0.2, 127.0.0.3, …), each
+    /// with its own ephemeral-port range. 0 chooses one per 16,000 connections. Only used when
+    /// the server is on an IPv4 loopback address.
+    #[arg(long, default_value_t = 0)]
+    pub source_ips: usize,
+
+    /// WebSocket handshakes in flight at once (split over the workers). At most the server's
+    /// accept backlog (128 with tokio's `TcpListener::bind`): a larger burst overflows it, and
+    /// the dropped SYNs cost their clients a one-second retransmit.
+    #[arg(long, default_value_t = 128)]
+    pub connect_concurrency: usize,
+
+    /// Seconds one connection attempt (TCP, upgrade and hello frame) may take.
+    #[arg(long, default_value_t = 10.0)]
+    pub connect_timeout: f64,
+
+    /// Seconds to wait for outstanding deliveries once nothing new has arrived.
+    #[arg(long, default_value_t = 10.0)]
+    pub drain_timeout: f64,
+
+    /// Tiny sizes that finish in a few seconds, for CI; sizes given explicitly still win.
+    #[arg(long)]
+    pub smoke: bool,
+
+    /// Print only the JSON line (no table, no progress).
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct IdleArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// Connections to open, one user each [default: 1000; 50 with --smoke].
+    #[arg(long, short = 'n')]
+    pub conns: Option<u64>,
+
+    /// Seconds to hold the connections once all are open, before the server's RSS is read
+    /// [default: 3; 0.5 with --smoke].
+    #[arg(long)]
+    pub hold: Option<f64>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TargetedArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// Connected users, one connection each [default: 1000; 20 with --smoke].
+    #[arg(long, short = 'u')]
+    pub users: Option<u64>,
+
+    /// Notifications to publish, each to a random connected user [default: 10000; 500 with
+    /// --smoke].
+    #[arg(long, short = 'm')]
+    pub notifications: Option<u64>,
+
+    /// HTTP requests in flight at once, each on its own kept-alive connection.
+    #[arg(long, short = 'c', default_value_t = 32)]
+    pub concurrency: usize,
+
+    /// Notifications per request: 1 uses `POST /api/v1/notifications`, more uses the batch
+    /// endpoint (at most 1000).
+    #[arg(long, short = 'b', default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub batch: u64,
+
+    /// Target publish rate in notifications per second; 0 publishes as fast as the server
+    /// answers.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BroadcastArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// Subscribers on the topic, one user each [default: 1000; 20 with --smoke].
+    #[arg(long, short = 's')]
+    pub subscribers: Option<u64>,
+
+    /// Events to publish to the topic [default: 1000; 100 with --smoke].
+    #[arg(long, short = 'm')]
+    pub events: Option<u64>,
+
+    /// Topic name [default: hb-RUN, unique per run]. Letters, digits, '.', '_' and '-'.
+    #[arg(long)]
+    pub topic: Option<String>,
+
+    /// Publish requests in flight at once.
+    #[arg(long, short = 'c', default_value_t = 4)]
+    pub concurrency: usize,
+
+    /// Target publish rate in events per second; 0 publishes as fast as the server answers.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReconnectArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// Connected users, one connection each [default: 1000; 20 with --smoke].
+    #[arg(long, short = 'u')]
+    pub users: Option<u64>,
+
+    /// Notifications to publish, each to a random user [default: 20000; 600 with --smoke].
+    #[arg(long, short = 'm')]
+    pub notifications: Option<u64>,
+
+    /// Publish rate in notifications per second, so that publishing goes on across the drop
+    /// [default: 10000; 2000 with --smoke].
+    #[arg(long)]
+    pub rate: Option<f64>,
+
+    /// HTTP requests in flight at once.
+    #[arg(long, short = 'c', default_value_t = 16)]
+    pub concurrency: usize,
+
+    /// Notifications per request (1 = single endpoint, more = batch endpoint).
+    #[arg(long, short = 'b', default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub batch: u64,
+
+    /// Seconds after publishing starts at which every connection drops [default: a third of
+    /// the publishing time, notifications ÷ rate ÷ 3].
+    #[arg(long)]
+    pub drop_after: Option<f64>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct FloorArgs {
+    /// Address to listen on; port 0 picks a free port. The first line on stdout is
+    /// `listening on http://ADDR`.
+    #[arg(long, default_value = "127.0.0.1:9000")]
+    pub listen: SocketAddr,
+
+    /// Per-user in-memory replay depth served to `since` reconnects; 0 makes `since` give an
+    /// empty backlog. Without it a reconnect run against the floor would always lose what was
+    /// published during the gap. A user's buffer is forgotten 60 s after its newest
+    /// notification once the user has no connection.
+    #[arg(long, default_value_t = 128)]
+    pub replay: usize,
+
+    /// Frames queued for one connection before it is closed as a slow consumer (code 4008).
+    #[arg(long, default_value_t = 8192)]
+    pub queue_cap: usize,
+
+    /// WebSocket read buffer per connection, in bytes.
+    #[arg(long, default_value_t = 256)]
+    pub read_buffer: usize,
+
+    /// Open connections before upgrades are refused with HTTP 503 [default: the open-files
+    /// limit less 64].
+    #[arg(long)]
+    pub max_connections: Option<usize>,
+}

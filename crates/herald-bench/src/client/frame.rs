@@ -1,0 +1,119 @@
+//! The server frames the bench reads, parsed only as far as it needs.
+//!
+//! Frames are deserialized straight from the received text into borrowed fields: the frame
+//! type, and for each notification its `id` and the bench's own `data.t` / `data.seq`. Every
+//! other field is skipped without being allocated.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+
+/// The smallest ULID. A user that has seen nothing yet reconnects with `since` set to it, so
+/// that the backlog holds everything the user was sent.
+pub const SINCE_START: &str = "00000000000000000000000000";
+
+/// A frame as sent by Herald (or the floor).
+#[derive(Debug)]
+pub enum Frame<'a> {
+    /// `{"type":"hello",...}`: the first frame on every connection.
+    Hello,
+    /// `{"type":"notifications","items":[...],"more":bool}`: the backlog, oldest first.
+    Backlog { items: Vec<Item<'a>>, more: bool },
+    /// `{"type":"notification","data":{...}}`, or a topic's `{"type":"event","data":{...}}`.
+    Live(Item<'a>),
+    /// Anything else (`pong`, `read`, `error`, …): not part of what the bench measures.
+    Other,
+}
+
+/// One notification or topic event.
+#[derive(Debug, Deserialize)]
+pub struct Item<'a> {
+    #[serde(borrow)]
+    pub id: Cow<'a, str>,
+    #[serde(default)]
+    pub data: Option<Payload>,
+}
+
+/// The payload the bench publishes: send time in Unix microseconds, and sequence number.
+/// Both are optional so that a notification someone else published is recognised as foreign
+/// rather than failing the whole frame.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+pub struct Payload {
+    #[serde(default)]
+    pub t: Option<u64>,
+    #[serde(default)]
+    pub seq: Option<u64>,
+}
+
+impl Item<'_> {
+    /// `(seq, t)` when this is one of the bench's own notifications.
+    pub fn stamp(&self) -> Option<(u64, u64)> {
+        let payload = self.data?;
+        Some((payload.seq?, payload.t?))
+    }
+}
+
+#[derive(Deserialize)]
+struct Raw<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default, borrow)]
+    data: Option<Item<'a>>,
+    #[serde(default, borrow)]
+    items: Option<Vec<Item<'a>>>,
+    #[serde(default)]
+    more: bool,
+}
+
+impl<'a> Frame<'a> {
+    pub fn parse(text: &'a str) -> Result<Self, serde_json::Error> {
+        let raw: Raw<'a> = serde_json::from_str(text)?;
+        Ok(match raw.kind.as_ref() {
+            "hello" => Frame::Hello,
+            "notifications" => Frame::Backlog { items: raw.items.unwrap_or_default(), more: raw.more },
+            "notification" | "event" => match raw.data {
+                Some(item) => Frame::Live(item),
+                None => Frame::Other,
+            },
+            _ => Frame::Other,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_each_kind() {
+        let hello = r#"{"type":"hello","user_id":"u","connection_id":"c","unread_count":0}"#;
+        assert!(matches!(Frame::parse(hello), Ok(Frame::Hello)));
+
+        let live = r#"{"type":"notification","data":{"id":"01J","user_id":"u","type":"bench",
+            "title":null,"message":"a \"quoted\" text","data":{"t":5,"seq":7},"read":false}}"#;
+        match Frame::parse(live).expect("parse") {
+            Frame::Live(item) => {
+                assert_eq!(item.id, "01J");
+                assert_eq!(item.stamp(), Some((7, 5)));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+
+        let backlog = r#"{"type":"notifications","items":[{"id":"a","data":{"t":1,"seq":2}},
+            {"id":"b","data":{"other":true}}],"more":true}"#;
+        match Frame::parse(backlog).expect("parse") {
+            Frame::Backlog { items, more } => {
+                assert!(more);
+                assert_eq!(items.len(), 2);
+                assert_eq!(items[0].stamp(), Some((2, 1)));
+                assert_eq!(items[1].stamp(), None);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+
+        let event = r#"{"type":"event","topic":"t","data":{"id":"x","data":{"t":1,"seq":0}}}"#;
+        assert!(matches!(Frame::parse(event), Ok(Frame::Live(_))));
+        assert!(matches!(Frame::parse(r#"{"type":"pong"}"#), Ok(Frame::Other)));
+        assert!(Frame::parse("not json").is_err());
+    }
+}

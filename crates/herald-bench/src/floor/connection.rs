@@ -1,0 +1,127 @@
+//! One WebSocket connection to the floor: one task that sends hello and the backlog, then
+//! both writes queued frames and reads the client, until either side goes away.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+use futures_util::SinkExt;
+use serde::Deserialize;
+use ulid::Ulid;
+
+use super::api::ApiError;
+use super::encode;
+use super::registry::Outbox;
+use super::{Floor, Slot};
+use crate::token;
+
+/// Herald's close code for a client that cannot keep up.
+const SLOW_CONSUMER: u16 = 4008;
+
+#[derive(Deserialize)]
+pub struct WsQuery {
+    token: Option<String>,
+    since: Option<String>,
+    topic: Option<String>,
+}
+
+/// `GET /ws?token=…[&since=ID][&topic=NAME]`. Any token is accepted; its `sub` claim (or the
+/// token itself, when it is not a JWT) names the user.
+pub async fn upgrade(State(floor): State<Arc<Floor>>, Query(query): Query<WsQuery>, ws: WebSocketUpgrade) -> Response {
+    let Some(token) = query.token.filter(|t| !t.is_empty()) else {
+        return ApiError::Unauthorized.into_response();
+    };
+    let since = match query.since.as_deref().map(Ulid::from_string).transpose() {
+        Ok(since) => since,
+        Err(_) => {
+            return ApiError::Invalid { index: None, message: "since must be a notification id".to_owned() }
+                .into_response()
+        }
+    };
+    if query.topic.as_deref().is_some_and(|t| !crate::topic::is_valid(t)) {
+        return ApiError::Invalid {
+            index: None,
+            message: "topic names hold only letters, digits, '.', '_' and '-'".to_owned(),
+        }
+        .into_response();
+    }
+    let Some(slot) = Floor::open_slot(&floor) else {
+        return ApiError::AtCapacity.into_response();
+    };
+    let user = token::unverified_subject(&token).unwrap_or(token);
+    let topic = query.topic;
+    ws.read_buffer_size(floor.read_buffer).on_upgrade(move |socket| serve(floor, socket, user, since, topic, slot))
+}
+
+async fn serve(
+    floor: Arc<Floor>,
+    mut socket: WebSocket,
+    user: String,
+    since: Option<Ulid>,
+    topic: Option<String>,
+    _slot: Slot,
+) {
+    let connection = floor.next_connection_id();
+    let outbox = Outbox::new(floor.queue_cap);
+    let backlog = floor.registry.attach_user(&user, connection, &outbox, since);
+    if let Some(topic) = &topic {
+        floor.registry.attach_topic(topic, connection, &outbox);
+    }
+    // An error here means the client went away or broke the protocol; either way the
+    // connection is over and there is no one to tell.
+    let _ = run(&mut socket, &user, connection, backlog, &outbox).await;
+    floor.registry.detach_user(&user, connection);
+    if let Some(topic) = &topic {
+        floor.registry.detach_topic(topic, connection);
+    }
+}
+
+async fn run(
+    socket: &mut WebSocket,
+    user: &str,
+    connection: u64,
+    backlog: Vec<Utf8Bytes>,
+    outbox: &Outbox,
+) -> Result<(), axum::Error> {
+    socket.feed(Message::Text(encode::hello_frame(user, connection).into())).await?;
+    let backlog = encode::backlog_frame(backlog.iter().map(Utf8Bytes::as_str));
+    socket.feed(Message::Text(backlog.into())).await?;
+    socket.flush().await?;
+    loop {
+        tokio::select! {
+            biased;
+            () = outbox.wait() => {
+                if outbox.overflowed() {
+                    let close = CloseFrame { code: SLOW_CONSUMER, reason: "slow consumer".into() };
+                    return socket.send(Message::Close(Some(close))).await;
+                }
+                // Everything queued goes out in one flush: frames coalesce into few writes.
+                for frame in outbox.take() {
+                    socket.feed(Message::Text(frame)).await?;
+                }
+                socket.flush().await?;
+            }
+            message = socket.recv() => match message {
+                Some(Ok(Message::Text(text))) if is_ping(text.as_str()) => {
+                    socket.send(Message::Text(Utf8Bytes::from_static(r#"{"type":"pong"}"#))).await?;
+                }
+                Some(Ok(Message::Close(_))) | None => return Ok(()),
+                Some(Err(e)) => return Err(e),
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+}
+
+/// Whether a client frame is `{"type":"ping"}`. Other client frames (`mark_read`, …) mean
+/// nothing to a server without storage and are ignored.
+fn is_ping(text: &str) -> bool {
+    #[derive(Deserialize)]
+    struct ClientFrame<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: Cow<'a, str>,
+    }
+    serde_json::from_str::<ClientFrame>(text).is_ok_and(|f| f.kind == "ping")
+}
