@@ -15,12 +15,23 @@ use crate::broker::{self, Broker};
 use crate::config::{DatabaseUrl, Settings};
 use crate::error::CloseReason;
 use crate::hub::{Capacity, Hub};
-use crate::state::AppState;
+use crate::state::{AppState, Shared};
 use crate::store::sqlite::Sqlite;
 use crate::store::Store;
 
 /// Committed event groups waiting for the fanout; when full, the store's writer waits (backpressure).
 const FEED_CAPACITY: usize = 1024;
+
+/// The accept queue: a burst of thousands of reconnecting clients must not overflow it (tokio's default is
+/// 1024, and a dropped SYN costs a client a one-second retransmit). The kernel caps it at somaxconn.
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
 
 pub struct Application {
     listener: TcpListener,
@@ -48,9 +59,8 @@ impl Application {
         };
         let pump = tokio::spawn(broker::pump(feed_rx, broker.clone()));
         let auth = Authenticator::new(&settings.auth).context("setting up token verification")?;
-        let listener =
-            TcpListener::bind(settings.listen).await.with_context(|| format!("binding {}", settings.listen))?;
-        let state = AppState {
+        let listener = bind(settings.listen).with_context(|| format!("binding {}", settings.listen))?;
+        let state = AppState::new(Shared {
             store,
             hub,
             broker,
@@ -60,7 +70,7 @@ impl Application {
             prometheus,
             stopping: CancellationToken::new(),
             connections: TaskTracker::new(),
-        };
+        });
         Ok(Self { listener, state, pump, settings })
     }
 

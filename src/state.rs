@@ -12,8 +12,25 @@ use crate::config::WsSettings;
 use crate::hub::Hub;
 use crate::store::Store;
 
+/// Shared by every handler and connection. Cloning it (axum does, per request) is one reference count.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub struct Shared {
     pub store: Arc<dyn Store>,
     pub hub: Arc<Hub>,
     pub broker: Arc<dyn Broker>,

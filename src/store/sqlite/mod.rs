@@ -1,5 +1,6 @@
 //! The embedded backend: SQLite in WAL mode, one writer thread with group commit, a pool of readers.
 
+mod checkpointer;
 mod reader;
 mod schema;
 mod writer;
@@ -44,9 +45,16 @@ impl Sqlite {
         }
         let conn = writer::open(path, synchronous)
             .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+        let checkpoint_conn = checkpointer::open(path)
+            .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+        let (committed, committed_rx) = std::sync::mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name("herald-sqlite-checkpoint".into())
+            .spawn(move || checkpointer::run(checkpoint_conn, committed_rx))
+            .map_err(|e| StoreError::Internal(format!("cannot start the checkpoint thread: {e}")))?;
         let (commands, rx) = mpsc::channel(COMMAND_QUEUE);
         let delivered: PendingDelivered = Arc::new(Mutex::new(Vec::new()));
-        let writer = Writer { conn, commands: rx, feed, delivered: delivered.clone() };
+        let writer = Writer { conn, committed, commands: rx, feed, delivered: delivered.clone() };
         let handle = std::thread::Builder::new()
             .name("herald-sqlite-writer".into())
             .spawn(move || writer.run())
@@ -80,7 +88,7 @@ impl Store for Sqlite {
 
     async fn unread_count(&self, user: &UserId) -> Result<u64, StoreError> {
         let user = user.clone();
-        self.readers.run(move |conn| reader::count(conn, &user, true)).await
+        self.readers.run(move |conn| reader::unread_count(conn, &user)).await
     }
 
     async fn snapshot(&self, user: &UserId, since: Since) -> Result<Snapshot, StoreError> {

@@ -6,10 +6,10 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use rusqlite::{params, Connection, OpenFlags};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use tokio::sync::Semaphore;
 
-use super::schema::{self, COLUMNS};
+use super::schema::{self, COLUMNS, FROM};
 use super::writer::sql_error;
 use crate::domain::{NotificationId, UserId};
 use crate::store::{ListQuery, Page, Since, Snapshot, StoreError};
@@ -61,42 +61,44 @@ impl ReaderPool {
 
 pub fn list(conn: &mut Connection, user: &UserId, q: ListQuery) -> Result<Page, StoreError> {
     let tx = conn.transaction().map_err(sql_error)?;
-    let filter = if q.unread_only { " AND read_at IS NULL" } else { "" };
+    let filter = if q.unread_only { " AND n.read_at IS NULL" } else { "" };
     let offset = u64::from(q.page) * u64::from(q.limit);
     let items = {
         let mut stmt = tx
             .prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM notifications WHERE user_id = ?1{filter} ORDER BY id DESC LIMIT ?2 OFFSET ?3"
+                "SELECT {COLUMNS} FROM {FROM} WHERE n.user_id = ?1{filter} ORDER BY n.id DESC LIMIT ?2 OFFSET ?3"
             ))
             .map_err(sql_error)?;
         let rows = stmt.query_map(params![user.as_str(), q.limit, offset], schema::from_row).map_err(sql_error)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(sql_error)?
     };
-    let unread_count = count(&tx, user, true)?;
-    let total = if q.unread_only { unread_count } else { count(&tx, user, false)? };
+    let (total, unread_count) = counts(&tx, user)?;
+    let total = if q.unread_only { unread_count } else { total };
     Ok(Page { items, total, unread_count })
 }
 
-pub fn count(conn: &Connection, user: &UserId, unread_only: bool) -> Result<u64, StoreError> {
-    let sql = if unread_only {
-        "SELECT count(*) FROM notifications WHERE user_id = ?1 AND read_at IS NULL"
-    } else {
-        "SELECT count(*) FROM notifications WHERE user_id = ?1"
-    };
-    conn.prepare_cached(sql)
-        .and_then(|mut s| s.query_row(params![user.as_str()], |r| r.get::<_, i64>(0)))
-        .map(|n| n.max(0) as u64)
+/// A user's (total, unread) counts.
+pub fn counts(conn: &Connection, user: &UserId) -> Result<(u64, u64), StoreError> {
+    conn.prepare_cached("SELECT total, unread FROM inbox_counts WHERE user_id = ?1")
+        .and_then(|mut s| {
+            s.query_row(params![user.as_str()], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))).optional()
+        })
+        .map(|c| c.map_or((0, 0), |(total, unread)| (total.max(0) as u64, unread.max(0) as u64)))
         .map_err(sql_error)
+}
+
+pub fn unread_count(conn: &mut Connection, user: &UserId) -> Result<u64, StoreError> {
+    counts(conn, user).map(|(_, unread)| unread)
 }
 
 pub fn snapshot(conn: &mut Connection, user: &UserId, since: Since) -> Result<Snapshot, StoreError> {
     let tx = conn.transaction().map_err(sql_error)?;
-    let unread_count = count(&tx, user, true)?;
+    let (_, unread_count) = counts(&tx, user)?;
     let (items, more) = match since {
         Since::Unread { limit } => {
             let mut stmt = tx
                 .prepare_cached(&format!(
-                    "SELECT {COLUMNS} FROM notifications WHERE user_id = ?1 AND read_at IS NULL ORDER BY id DESC LIMIT ?2"
+                    "SELECT {COLUMNS} FROM {FROM} WHERE n.user_id = ?1 AND n.read_at IS NULL ORDER BY n.id DESC LIMIT ?2"
                 ))
                 .map_err(sql_error)?;
             let rows = stmt.query_map(params![user.as_str(), limit], schema::from_row).map_err(sql_error)?;
@@ -107,7 +109,7 @@ pub fn snapshot(conn: &mut Connection, user: &UserId, since: Since) -> Result<Sn
         Since::After { id, limit } => {
             let mut stmt = tx
                 .prepare_cached(&format!(
-                    "SELECT {COLUMNS} FROM notifications WHERE user_id = ?1 AND id > ?2 ORDER BY id ASC LIMIT ?3"
+                    "SELECT {COLUMNS} FROM {FROM} WHERE n.user_id = ?1 AND n.id > ?2 ORDER BY n.id ASC LIMIT ?3"
                 ))
                 .map_err(sql_error)?;
             let rows = stmt

@@ -11,13 +11,14 @@
 //! Because there is one writer, ids are generated here, in commit order, and the committed changes go out
 //! on the event feed in exactly that order. That is what makes per-user push order equal creation order.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
-use super::schema::{self, COLUMNS};
+use super::schema::{self, COLUMNS, FROM};
 use crate::domain::{InboxEvent, NewNotification, Notification, NotificationId, Timestamp, UserId};
 use crate::store::{InsertOutcome, MarkReadOutcome, StoreError};
 
@@ -53,6 +54,8 @@ pub type PendingDelivered = Arc<Mutex<Vec<(UserId, NotificationId)>>>;
 
 pub struct Writer {
     pub conn: Connection,
+    /// Told after each commit, so the checkpointer thread knows there are frames to copy back.
+    pub committed: std::sync::mpsc::SyncSender<()>,
     pub commands: mpsc::Receiver<Command>,
     pub feed: mpsc::Sender<Vec<InboxEvent>>,
     pub delivered: PendingDelivered,
@@ -189,6 +192,8 @@ impl Writer {
             mark_delivered(&tx, delivered, now)?;
         }
         tx.commit().map_err(sql_error)?;
+        // Full means a wake-up is already pending; the checkpointer takes everything committed so far.
+        let _ = self.committed.try_send(());
         Ok((outputs, events))
     }
 
@@ -209,9 +214,10 @@ fn insert(
     events: &mut Vec<InboxEvent>,
 ) -> Result<Vec<InsertOutcome>, StoreError> {
     let mut outcomes = Vec::with_capacity(items.len());
+    let mut created_per_user: HashMap<&str, i64> = HashMap::new();
     {
         let mut find = tx
-            .prepare_cached(&format!("SELECT {COLUMNS} FROM notifications WHERE user_id = ?1 AND idempotency_key = ?2"))
+            .prepare_cached(&format!("SELECT {COLUMNS} FROM {FROM} WHERE n.user_id = ?1 AND n.idempotency_key = ?2"))
             .map_err(sql_error)?;
         let mut add = tx
             .prepare_cached(
@@ -260,9 +266,39 @@ fn insert(
             });
             events.push(InboxEvent::Created { notification: notification.clone(), received_at: item.received_at });
             outcomes.push(InsertOutcome::Created(notification));
+            *created_per_user.entry(item.user_id.as_str()).or_insert(0) += 1;
         }
     }
+    add_counts(tx, created_per_user)?;
     Ok(outcomes)
+}
+
+/// Adds newly created notifications to their users' counts: one statement per user in the command.
+fn add_counts(tx: &Transaction<'_>, created: HashMap<&str, i64>) -> Result<(), StoreError> {
+    let mut upsert = tx
+        .prepare_cached(
+            "INSERT INTO inbox_counts (user_id, total, unread) VALUES (?1, ?2, ?2) \
+             ON CONFLICT (user_id) DO UPDATE SET total = total + excluded.total, unread = unread + excluded.unread",
+        )
+        .map_err(sql_error)?;
+    for (user, n) in created {
+        upsert.execute(params![user, n]).map_err(sql_error)?;
+    }
+    Ok(())
+}
+
+fn subtract_unread(tx: &Transaction<'_>, user: &UserId, n: usize) -> Result<(), StoreError> {
+    tx.prepare_cached("UPDATE inbox_counts SET unread = max(unread - ?2, 0) WHERE user_id = ?1")
+        .and_then(|mut s| s.execute(params![user.as_str(), n as i64]))
+        .map(drop)
+        .map_err(sql_error)
+}
+
+fn clear_unread(tx: &Transaction<'_>, user: &UserId) -> Result<(), StoreError> {
+    tx.prepare_cached("UPDATE inbox_counts SET unread = 0 WHERE user_id = ?1")
+        .and_then(|mut s| s.execute(params![user.as_str()]))
+        .map(drop)
+        .map_err(sql_error)
 }
 
 fn mark_read(
@@ -276,7 +312,7 @@ fn mark_read(
         .prepare_cached("UPDATE notifications SET read_at = ?1 WHERE user_id = ?3 AND id = ?2 AND read_at IS NULL")
         .map_err(sql_error)?;
     let mut select = tx
-        .prepare_cached(&format!("SELECT {COLUMNS} FROM notifications WHERE user_id = ?2 AND id = ?1"))
+        .prepare_cached(&format!("SELECT {COLUMNS} FROM {FROM} WHERE n.user_id = ?2 AND n.id = ?1"))
         .map_err(sql_error)?;
     let mut outcome = MarkReadOutcome::default();
     for id in targets {
@@ -291,6 +327,7 @@ fn mark_read(
         }
     }
     if !outcome.newly_read.is_empty() {
+        subtract_unread(tx, user, outcome.newly_read.len())?;
         events.push(InboxEvent::Read { user_id: user.clone(), ids: outcome.newly_read.clone() });
     }
     Ok(outcome)
@@ -306,21 +343,19 @@ fn mark_all_read(
         .prepare_cached("UPDATE notifications SET read_at = ?1 WHERE user_id = ?2 AND read_at IS NULL")
         .and_then(|mut s| s.execute(params![now.0, user.as_str()]))
         .map_err(sql_error)?;
+    clear_unread(tx, user)?;
     // Sent even when nothing changed, so a tab that missed an update converges.
     events.push(InboxEvent::ReadAll { user_id: user.clone() });
     Ok(changed as u64)
 }
 
 fn mark_delivered(tx: &Transaction<'_>, marks: &[(UserId, NotificationId)], now: Timestamp) -> Result<(), StoreError> {
-    let mut update = tx
-        .prepare_cached(
-            "UPDATE notifications SET delivered_at = ?1 WHERE user_id = ?2 AND id = ?3 AND delivered_at IS NULL",
-        )
-        .map_err(sql_error)?;
+    // The first delivery is the one recorded; later ones (another tab, a reconnect) are ignored.
+    let mut add = tx.prepare_cached("INSERT OR IGNORE INTO deliveries (id, at) VALUES (?1, ?2)").map_err(sql_error)?;
     let mut buf = [0u8; ulid::ULID_LEN];
-    for (user, id) in marks {
+    for (_, id) in marks {
         let ulid = ulid::Ulid(id.as_u128());
-        update.execute(params![now.0, user.as_str(), &*ulid.array_to_str(&mut buf)]).map_err(sql_error)?;
+        add.execute(params![&*ulid.array_to_str(&mut buf), now.0]).map_err(sql_error)?;
     }
     Ok(())
 }
@@ -337,6 +372,9 @@ pub fn open(path: &std::path::Path, synchronous: crate::config::Synchronous) -> 
     conn.pragma_update(None, "busy_timeout", 5000)?;
     conn.pragma_update(None, "cache_size", -65536)?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
+    // Checkpoints run on their own thread (see `checkpointer`), not inside the writer's commits.
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
     conn.set_prepared_statement_cache_capacity(32);
     schema::migrate(&mut conn)?;
     Ok(conn)

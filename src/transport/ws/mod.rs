@@ -58,10 +58,6 @@ pub async fn upgrade(
         .write_buffer_size(ws.write_buffer_bytes)
         .max_message_size(ws.max_frame_bytes)
         .max_frame_size(ws.max_frame_bytes)
-        .on_upgrade(move |socket| async move {
-            session::run(socket, state, user, since).await;
-            drop(permit);
-            drop(tracked);
-        });
+        .on_upgrade(move |socket| session::run(socket, state, user, since, permit, tracked));
     Ok(response.into_response())
 }

@@ -16,11 +16,12 @@ use tracing::Instrument;
 use crate::auth::{unix_now, User};
 use crate::domain::{Notification, NotificationId};
 use crate::error::{CloseReason, FrameError};
-use crate::hub::registry::Connection;
+use crate::hub::{Permit, Registration};
 use crate::protocol::{self, ClientFrame};
 use crate::state::AppState;
 use crate::store::Since;
 use crate::telemetry::metrics;
+use tokio_util::task::task_tracker::TaskTrackerToken;
 
 /// The newest unread notifications sent on a connect without `since`.
 const UNREAD_BACKLOG: u32 = 100;
@@ -40,38 +41,59 @@ enum Flow {
     End,
 }
 
-struct Session<'a> {
+/// Everything one connection owns. It is built before the first await and moved into the connection's
+/// future exactly once: an async fn that moved large values across awaits would keep a slot for each copy,
+/// and this future is what every idle connection holds.
+struct Session {
     socket: WebSocket,
-    state: &'a AppState,
-    user: &'a User,
-    connection: &'a Connection,
+    state: AppState,
+    user: User,
+    registration: Registration,
     /// The newest notification this connection has sent or deliberately skipped.
     high_water: Option<NotificationId>,
     last_seen: Instant,
+    /// Held for the life of the connection: its place in the connection budget and in shutdown's wait.
+    _permit: Permit,
+    _tracked: TaskTrackerToken,
 }
 
-pub async fn run(socket: WebSocket, state: AppState, user: User, since: Option<NotificationId>) {
+pub fn run(
+    socket: WebSocket,
+    state: AppState,
+    user: User,
+    since: Option<NotificationId>,
+    permit: Permit,
+    tracked: TaskTrackerToken,
+) -> impl std::future::Future<Output = ()> + Send {
     let registration = state.hub.registry.register(user.id.clone(), state.ws.outbox_capacity);
-    let connection = registration.connection();
-    let span = tracing::debug_span!("ws", user = %user.id, connection = connection.id);
-    let session =
-        Session { socket, state: &state, user: &user, connection, high_water: None, last_seen: Instant::now() };
-    session.serve(since).instrument(span).await;
-    drop(registration);
+    let span = tracing::debug_span!("ws", user = %user.id, connection = registration.connection().id);
+    let session = Session {
+        socket,
+        state,
+        user,
+        registration,
+        high_water: None,
+        last_seen: Instant::now(),
+        _permit: permit,
+        _tracked: tracked,
+    };
+    // `serve` borrows the session rather than taking it: moving it into an async fn would store it twice.
+    let mut session = session;
+    async move { session.serve(since).await }.instrument(span)
 }
 
-impl Session<'_> {
-    async fn serve(mut self, since: Option<NotificationId>) {
+impl Session {
+    async fn serve(&mut self, since: Option<NotificationId>) {
         if self.state.stopping.is_cancelled() {
-            self.close(CloseReason::GoingAway).await;
+            Box::pin(self.close(CloseReason::GoingAway)).await;
             return;
         }
-        let flow = match self.send_backlog(since).await {
+        let flow = match Box::pin(self.send_backlog(since)).await {
             Ok(()) => self.run_loop().await,
             Err(flow) => flow,
         };
         if let Flow::Close(reason) = flow {
-            self.close(reason).await;
+            Box::pin(self.close(reason)).await;
         }
     }
 
@@ -86,7 +108,7 @@ impl Session<'_> {
         })?;
         let (items, more) = within_budget(snapshot.items, snapshot.more);
         self.high_water = snapshot.high_water.max(since);
-        let connection_id = self.connection.id.to_string();
+        let connection_id = self.registration.connection().id.to_string();
         self.send(protocol::hello(&self.user.id, &connection_id, snapshot.unread_count)).await?;
         self.send(protocol::backlog(&items, more)).await?;
         let ids: Vec<NotificationId> = items.iter().filter(|n| !n.delivered).map(|n| n.id).collect();
@@ -99,17 +121,19 @@ impl Session<'_> {
         let mut keepalive = interval_at(tokio::time::Instant::now() + period, period);
         keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
+            // Only the wait below is the idle state of a connection. Everything that runs when something
+            // happens is boxed, so that this future, which every idle connection holds, stays small.
             let flow = tokio::select! {
-                () = self.connection.outbox.ready() => self.write_outbox().await,
+                () = self.registration.connection().outbox.ready() => Box::pin(self.write_outbox()).await,
                 incoming = self.socket.recv() => match incoming {
                     Some(Ok(message)) => {
                         self.last_seen = Instant::now();
-                        self.handle(message).await
+                        Box::pin(self.handle(message)).await
                     }
                     Some(Err(e)) => read_failed(e),
                     None => Flow::End,
                 },
-                _ = keepalive.tick() => self.keepalive(period).await,
+                _ = keepalive.tick() => Box::pin(self.keepalive(period)).await,
             };
             if !matches!(flow, Flow::Continue) {
                 return flow;
@@ -121,7 +145,7 @@ impl Session<'_> {
     /// once, so a burst becomes a few large writes. The write is raced against the outbox closing, so a
     /// slow consumer is cut off even while its socket is full.
     async fn write_outbox(&mut self) -> Flow {
-        let (frames, closing) = self.connection.outbox.take();
+        let (frames, closing) = self.registration.connection().outbox.take();
         if let Some(reason) = closing {
             return Flow::Close(reason);
         }
@@ -157,8 +181,8 @@ impl Session<'_> {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) | Err(_) => return Flow::End,
             },
-            () = self.connection.outbox.closing() => {
-                return Flow::Close(self.connection.outbox.take().1.unwrap_or(CloseReason::SlowConsumer));
+            () = self.registration.connection().outbox.closing() => {
+                return Flow::Close(self.registration.connection().outbox.take().1.unwrap_or(CloseReason::SlowConsumer));
             }
         }
         let m = metrics();
