@@ -48,13 +48,15 @@ impl Sqlite {
         let checkpoint_conn = checkpointer::open(path)
             .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
         let (committed, committed_rx) = std::sync::mpsc::sync_channel(1);
+        let wal_frames = checkpointer::WalFrames::default();
+        let seen = wal_frames.clone();
         std::thread::Builder::new()
             .name("herald-sqlite-checkpoint".into())
-            .spawn(move || checkpointer::run(checkpoint_conn, committed_rx))
+            .spawn(move || checkpointer::run(checkpoint_conn, committed_rx, seen))
             .map_err(|e| StoreError::Internal(format!("cannot start the checkpoint thread: {e}")))?;
         let (commands, rx) = mpsc::channel(COMMAND_QUEUE);
         let delivered: PendingDelivered = Arc::new(Mutex::new(Vec::new()));
-        let writer = Writer { conn, committed, commands: rx, feed, delivered: delivered.clone() };
+        let writer = Writer { conn, committed, wal_frames, commands: rx, feed, delivered: delivered.clone() };
         let handle = std::thread::Builder::new()
             .name("herald-sqlite-writer".into())
             .spawn(move || writer.run())

@@ -56,6 +56,8 @@ pub struct Writer {
     pub conn: Connection,
     /// Told after each commit, so the checkpointer thread knows there are frames to copy back.
     pub committed: std::sync::mpsc::SyncSender<()>,
+    /// The WAL length the checkpointer saw last; past a limit the writer finishes a checkpoint itself.
+    pub wal_frames: super::checkpointer::WalFrames,
     pub commands: mpsc::Receiver<Command>,
     pub feed: mpsc::Sender<Vec<InboxEvent>>,
     pub delivered: PendingDelivered,
@@ -116,6 +118,7 @@ impl Writer {
             let started = Instant::now();
             let size = group.len();
             let stop = self.commit_group(group, &mut ids);
+            self.restart_wal_if_long();
             metrics::histogram!("herald_store_commit_seconds").record(started.elapsed().as_secs_f64());
             metrics::histogram!("herald_store_group_size").record(size as f64);
             if let Some(reply) = stop {
@@ -195,6 +198,15 @@ impl Writer {
         // Full means a wake-up is already pending; the checkpointer takes everything committed so far.
         let _ = self.committed.try_send(());
         Ok((outputs, events))
+    }
+
+    /// See `checkpointer`: lets the WAL start over under sustained load.
+    fn restart_wal_if_long(&mut self) {
+        use std::sync::atomic::Ordering;
+        if self.wal_frames.load(Ordering::Relaxed) > super::checkpointer::RESTART_FRAMES {
+            let frames = super::checkpointer::checkpoint(&self.conn, "PASSIVE");
+            self.wal_frames.store(frames.unwrap_or(0), Ordering::Relaxed);
+        }
     }
 
     fn publish(&self, events: Vec<InboxEvent>) {
