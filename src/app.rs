@@ -22,6 +22,9 @@ use crate::store::Store;
 /// Committed event groups waiting for the fanout; when full, the store's writer waits (backpressure).
 const FEED_CAPACITY: usize = 1024;
 
+/// Backlogs read and sent at once; see `Shared::backlogs`. 64 × 2 × 1 MiB bounds them to 128 MiB.
+const BACKLOGS_AT_ONCE: usize = 64;
+
 /// The accept queue: a burst of thousands of reconnecting clients must not overflow it (tokio's default is
 /// 1024, and a dropped SYN costs a client a one-second retransmit). The kernel caps it at somaxconn.
 const LISTEN_BACKLOG: u32 = 4096;
@@ -70,6 +73,7 @@ impl Application {
             prometheus,
             stopping: CancellationToken::new(),
             connections: TaskTracker::new(),
+            backlogs: Arc::new(tokio::sync::Semaphore::new(BACKLOGS_AT_ONCE)),
         });
         Ok(Self { listener, state, pump, settings })
     }

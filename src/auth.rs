@@ -33,14 +33,23 @@ pub struct User {
     pub expires_at: u64,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+/// The claims Herald signs.
+#[derive(Debug, Serialize)]
 struct Claims {
     sub: String,
     exp: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     iss: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     aud: Option<String>,
+}
+
+/// The claims Herald reads from a verified token. `iss` and `aud` are checked by the validation (which
+/// accepts an `aud` list, as identity providers send it) and not needed after; `exp` may be fractional.
+#[derive(Debug, Deserialize)]
+struct Verified {
+    sub: String,
+    exp: f64,
 }
 
 pub struct Authenticator {
@@ -77,6 +86,7 @@ impl Authenticator {
         let mut validation = Validation::new(algorithms[0]);
         validation.algorithms = algorithms;
         validation.leeway = LEEWAY_SECS;
+        validation.validate_nbf = true;
         // Configured iss/aud are required, not just checked when present: a token without them is refused.
         let mut required = vec!["exp", "sub"];
         required.extend(settings.issuer.as_ref().map(|_| "iss"));
@@ -102,10 +112,10 @@ impl Authenticator {
 
     /// Verifies a user token: signature, algorithm, `exp`, and `iss`/`aud` when configured.
     pub fn user(&self, token: &str) -> Result<User, AuthError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+        let data = jsonwebtoken::decode::<Verified>(token, &self.decoding, &self.validation)
             .map_err(|e| AuthError::InvalidToken(e.to_string()))?;
         let id = UserId::parse(&data.claims.sub).map_err(|e| AuthError::InvalidToken(e.to_string()))?;
-        Ok(User { id, expires_at: data.claims.exp })
+        Ok(User { id, expires_at: data.claims.exp.max(0.0) as u64 })
     }
 
     /// Whether `candidate` is one of the publisher keys, compared in constant time.
@@ -174,6 +184,26 @@ mod tests {
         let key = EncodingKey::from_secret(b"0123456789abcdef0123456789abcdef");
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap();
         assert!(a.user(&token).is_err());
+    }
+
+    #[test]
+    fn audience_lists_and_not_yet_valid_tokens() {
+        let secret = "0123456789abcdef0123456789abcdef";
+        let a = Authenticator::new(&AuthSettings {
+            jwt_key: Some(JwtKey::Hs256(Secret::new(secret))),
+            issuer: None,
+            audience: Some("herald".into()),
+            api_keys: vec![],
+        })
+        .unwrap();
+        let key = EncodingKey::from_secret(secret.as_bytes());
+        let sign =
+            |claims: serde_json::Value| jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap();
+        let exp = unix_now() + 600;
+        assert!(a.user(&sign(serde_json::json!({"sub": "alice", "exp": exp, "aud": ["other", "herald"]}))).is_ok());
+        assert!(a.user(&sign(serde_json::json!({"sub": "alice", "exp": exp, "aud": ["other"]}))).is_err());
+        let later = unix_now() + 300;
+        assert!(a.user(&sign(serde_json::json!({"sub": "alice", "exp": exp, "aud": "herald", "nbf": later}))).is_err());
     }
 
     #[test]

@@ -31,6 +31,8 @@ pub enum ApiError {
     BatchTooLarge { max: usize, got: usize },
     #[error("the server is at its connection capacity; try again later")]
     AtCapacity,
+    #[error("this user already has {0} live connections, the most allowed")]
+    TooManyConnections(usize),
     #[error("{0}")]
     MethodNotAllowed(&'static str),
     #[error("{0}")]
@@ -51,6 +53,7 @@ impl ApiError {
             ApiError::InvalidRequest { .. } | ApiError::BatchTooLarge { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::AtCapacity => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooManyConnections(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Store(StoreError::Unavailable(_) | StoreError::Closed) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -68,6 +71,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::BatchTooLarge { .. } => "batch_too_large",
             ApiError::AtCapacity => "at_capacity",
+            ApiError::TooManyConnections(_) => "too_many_connections",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::Store(StoreError::Unavailable(_) | StoreError::Closed) => "store_unavailable",
             ApiError::Store(_) => "internal",

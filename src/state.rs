@@ -43,4 +43,7 @@ pub struct Shared {
     pub stopping: CancellationToken,
     /// Every live connection's task, so that shutdown can wait for them to finish closing.
     pub connections: TaskTracker,
+    /// Backlogs being read or sent at once. Each can hold up to `store::BACKLOG_BYTES` twice (rows, then the
+    /// encoded frame), so a reconnect storm waits here instead of growing memory.
+    pub backlogs: Arc<tokio::sync::Semaphore>,
 }

@@ -28,7 +28,8 @@ pub enum ConfigError {
 }
 
 /// One source of configuration. Every field is optional; unset fields fall through to the next layer.
-#[derive(Debug, Default, Clone, Deserialize)]
+/// It holds secrets as read, so its `Debug` shows nothing: only the checked [`Settings`] are printed.
+#[derive(Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Layer {
     pub listen: Option<String>,
@@ -44,11 +45,18 @@ pub struct Layer {
     pub ping_interval_ms: Option<u64>,
     pub outbox_capacity: Option<usize>,
     pub max_connections: Option<usize>,
+    pub max_connections_per_user: Option<usize>,
     pub max_body_bytes: Option<usize>,
     pub max_frame_bytes: Option<usize>,
     pub write_buffer_bytes: Option<usize>,
     pub sqlite_synchronous: Option<String>,
     pub shutdown_timeout_ms: Option<u64>,
+}
+
+impl std::fmt::Debug for Layer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Layer { .. }")
+    }
 }
 
 /// The environment variable for each key, in one table so that the README, the error messages and the
@@ -67,6 +75,7 @@ const VARIABLES: &[(&str, &str)] = &[
     ("ping_interval_ms", "HERALD_PING_INTERVAL_MS"),
     ("outbox_capacity", "HERALD_OUTBOX_CAPACITY"),
     ("max_connections", "HERALD_MAX_CONNECTIONS"),
+    ("max_connections_per_user", "HERALD_MAX_CONNECTIONS_PER_USER"),
     ("max_body_bytes", "HERALD_MAX_BODY_BYTES"),
     ("max_frame_bytes", "HERALD_MAX_FRAME_BYTES"),
     ("write_buffer_bytes", "HERALD_WRITE_BUFFER_BYTES"),
@@ -91,7 +100,8 @@ impl Layer {
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let text =
             std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile { path: path.to_owned(), source })?;
-        toml::from_str(&text).map_err(|e| ConfigError::ParseFile { path: path.to_owned(), message: e.to_string() })
+        toml::from_str(&text)
+            .map_err(|e| ConfigError::ParseFile { path: path.to_owned(), message: redacted(&e, &text) })
     }
 
     /// Reads every `HERALD_*` variable from `vars`; one Herald does not know is an error, so a typo never
@@ -130,6 +140,7 @@ impl Layer {
             "ping_interval_ms" => self.ping_interval_ms = Some(number(key, value)?),
             "outbox_capacity" => self.outbox_capacity = Some(number(key, value)?),
             "max_connections" => self.max_connections = Some(number(key, value)?),
+            "max_connections_per_user" => self.max_connections_per_user = Some(number(key, value)?),
             "max_body_bytes" => self.max_body_bytes = Some(number(key, value)?),
             "max_frame_bytes" => self.max_frame_bytes = Some(number(key, value)?),
             "write_buffer_bytes" => self.write_buffer_bytes = Some(number(key, value)?),
@@ -156,6 +167,7 @@ impl Layer {
             ping_interval_ms: self.ping_interval_ms.or(lower.ping_interval_ms),
             outbox_capacity: self.outbox_capacity.or(lower.outbox_capacity),
             max_connections: self.max_connections.or(lower.max_connections),
+            max_connections_per_user: self.max_connections_per_user.or(lower.max_connections_per_user),
             max_body_bytes: self.max_body_bytes.or(lower.max_body_bytes),
             max_frame_bytes: self.max_frame_bytes.or(lower.max_frame_bytes),
             write_buffer_bytes: self.write_buffer_bytes.or(lower.write_buffer_bytes),
@@ -209,6 +221,8 @@ pub struct WsSettings {
     pub outbox_capacity: usize,
     pub max_frame_bytes: usize,
     pub write_buffer_bytes: usize,
+    /// Live connections one user may hold; more get 429, so one user cannot take every slot.
+    pub max_connections_per_user: usize,
 }
 
 /// Everything Herald needs to start, checked.
@@ -286,6 +300,10 @@ impl Settings {
         if max_body_bytes < 1024 {
             return Err(invalid("max_body_bytes", "must be at least 1024"));
         }
+        let max_connections_per_user = layer.max_connections_per_user.unwrap_or(32);
+        if max_connections_per_user == 0 {
+            return Err(invalid("max_connections_per_user", "must be at least 1"));
+        }
         if layer.max_connections == Some(0) {
             return Err(invalid("max_connections", "must be at least 1"));
         }
@@ -307,6 +325,7 @@ impl Settings {
                 outbox_capacity,
                 max_frame_bytes,
                 write_buffer_bytes: layer.write_buffer_bytes.unwrap_or(8 * 1024),
+                max_connections_per_user,
             },
             max_body_bytes,
             max_connections: layer.max_connections,
@@ -339,6 +358,24 @@ impl Settings {
 pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}
+
+/// A TOML error told without the offending value (it may be a secret): the line, the key, and what kind of
+/// problem it is. An unknown key's message names only the key, so it is kept.
+fn redacted(error: &toml::de::Error, text: &str) -> String {
+    let message = error.message();
+    let Some(span) = error.span() else { return "not valid TOML".to_owned() };
+    let line_no = text[..span.start.min(text.len())].matches('\n').count() + 1;
+    let line = text.lines().nth(line_no - 1).unwrap_or_default();
+    let key = line.split('=').next().unwrap_or_default().trim();
+    if message.starts_with("unknown field") {
+        let known = message.split(", expected").next().unwrap_or(message);
+        return format!("line {line_no}: {known}");
+    }
+    if key.is_empty() || key.starts_with('[') {
+        return format!("line {line_no}: not valid TOML");
+    }
+    format!("line {line_no}: the value of `{key}` is not valid (check its type: see the README's table)")
 }
 
 fn parse_database_url(url: &str) -> Result<DatabaseUrl, ConfigError> {
@@ -388,6 +425,18 @@ mod tests {
         let s = Settings::resolve(flags.over(envl.over(file))).unwrap();
         assert_eq!(s.listen.port(), 3);
         assert_eq!(s.ws.ping_interval, Duration::from_millis(50));
+    }
+
+    #[test]
+    fn file_errors_never_show_values() {
+        let path = std::env::temp_dir().join(format!("herald-config-test-{}.toml", std::process::id()));
+        std::fs::write(&path, "api_keys = \"publisher-key-0123456789,another-key-0123456789\"\n").unwrap();
+        let err = Layer::from_file(&path).expect_err("a string where a list belongs is an error").to_string();
+        std::fs::write(&path, "jwt_secert = \"a-very-secret-value-0123\"\n").unwrap();
+        let typo = Layer::from_file(&path).expect_err("an unknown key is an error").to_string();
+        std::fs::remove_file(&path).unwrap();
+        assert!(err.contains("api_keys") && !err.contains("publisher-key"), "{err}");
+        assert!(typo.contains("jwt_secert") && !typo.contains("a-very-secret"), "{typo}");
     }
 
     #[test]

@@ -39,29 +39,42 @@ pub struct StoredSecret {
 
 /// Reads the secret in `dir/name`, or creates it with 32 random bytes (hex) and file mode 0600.
 ///
-/// The file is created with `create_new`, so two processes starting at once agree on one value: the loser
-/// of the race reads what the winner wrote.
+/// The new value is written and synced to a private temporary file first, then hard-linked into place, which
+/// fails if the name exists: so the file is never seen half-written, and two processes starting at once agree
+/// on one value (the loser reads what the winner linked).
 pub fn load_or_generate(dir: &Path, name: &str) -> std::io::Result<StoredSecret> {
     let path = dir.join(name);
+    if let Some(existing) = read_existing(&path)? {
+        return Ok(StoredSecret { secret: existing, path, created: false });
+    }
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     let fresh: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    match OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path) {
-        Ok(mut file) => {
-            file.write_all(fresh.as_bytes())?;
-            file.sync_all()?;
-            Ok(StoredSecret { secret: Secret::new(fresh), path, created: true })
-        }
-        Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-            let value = std::fs::read_to_string(&path)?.trim().to_owned();
-            if value.is_empty() {
-                return Err(std::io::Error::new(
-                    ErrorKind::InvalidData,
-                    format!("{} is empty; delete it to have a new secret generated", path.display()),
-                ));
-            }
-            Ok(StoredSecret { secret: Secret::new(value), path, created: false })
-        }
+    let staging = dir.join(format!(".{name}.{}.{:016x}", std::process::id(), rand::rng().next_u64()));
+    let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&staging)?;
+    file.write_all(fresh.as_bytes())?;
+    file.sync_all()?;
+    drop(file);
+    let linked = std::fs::hard_link(&staging, &path);
+    std::fs::remove_file(&staging)?;
+    match linked {
+        Ok(()) => Ok(StoredSecret { secret: Secret::new(fresh), path, created: true }),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => match read_existing(&path)? {
+            Some(existing) => Ok(StoredSecret { secret: existing, path, created: false }),
+            None => Err(std::io::Error::new(ErrorKind::InvalidData, format!("{} is empty", path.display()))),
+        },
+        Err(e) => Err(e),
+    }
+}
+
+fn read_existing(path: &PathBuf) -> std::io::Result<Option<Secret>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) if text.trim().is_empty() => Err(std::io::Error::new(
+            ErrorKind::InvalidData,
+            format!("{} is empty; delete it to have a new secret generated", path.display()),
+        )),
+        Ok(text) => Ok(Some(Secret::new(text.trim()))),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
 }

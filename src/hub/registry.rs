@@ -113,6 +113,11 @@ impl Registry {
         }
     }
 
+    /// How many connections `user` has open on this node.
+    pub fn connections_of(&self, user: &UserId) -> usize {
+        self.shard(user).get(user).map_or(0, Vec::len)
+    }
+
     pub fn connections(&self) -> usize {
         self.connections.load(Ordering::Relaxed)
     }

@@ -58,12 +58,22 @@ pub struct Page {
     pub unread_count: u64,
 }
 
+/// The most notification content (data, title and message, plus a per-item allowance) one snapshot holds;
+/// past it the snapshot stops early and says `more`. This bounds what a reconnect costs in memory whatever
+/// the notifications hold.
+pub const BACKLOG_BYTES: usize = 1024 * 1024;
+
+/// The approximate encoded size of a notification, for [`BACKLOG_BYTES`].
+pub fn approximate_size(n: &Notification) -> usize {
+    256 + n.data.get().len() + n.title.as_ref().map_or(0, String::len) + n.message.as_ref().map_or(0, String::len)
+}
+
 /// Where a connecting client's backlog starts.
 #[derive(Debug, Clone, Copy)]
 pub enum Since {
-    /// No position: the newest `limit` unread notifications.
+    /// No position: the newest `limit` unread notifications (the newest that fit in [`BACKLOG_BYTES`]).
     Unread { limit: u32 },
-    /// Every notification after this id, up to `limit`.
+    /// Every notification after this id, up to `limit` (the oldest that fit in [`BACKLOG_BYTES`]).
     After { id: NotificationId, limit: u32 },
 }
 

@@ -140,7 +140,8 @@ async fn an_api_key_cannot_read_an_inbox() {
 #[tokio::test]
 async fn an_api_key_is_not_a_user_token_on_the_websocket() {
     let app = TestApp::spawn().await;
-    app.assert_ws_refused(&format!("?token={API_KEY}"), 401, "unauthorized").await;
+    // The README's rule for every user route: a publisher key there is 403, not an unknown credential.
+    app.assert_ws_refused(&format!("?token={API_KEY}"), 403, "forbidden").await;
 }
 
 #[tokio::test]

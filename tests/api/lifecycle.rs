@@ -91,6 +91,22 @@ async fn every_acknowledged_publish_survives_kill_9() {
 }
 
 #[tokio::test]
+async fn one_user_cannot_take_every_connection() {
+    let app = TestApp::spawn_with(|s| {
+        s.env("HERALD_MAX_CONNECTIONS_PER_USER", "2");
+    })
+    .await;
+    let mut first = app.connect_ws("alice").await;
+    let _second = app.connect_ws("alice").await;
+    app.assert_ws_refused(&format!("?token={}", app.token("alice")), 429, "too_many_connections").await;
+    // Other users are not affected, and alice's open connections are still served.
+    let bob = app.connect_ws("bob").await;
+    assert_eq!(bob.hello["user_id"], "bob");
+    let n = app.notify("alice", "t", "still served").await;
+    assert_eq!(id(&first.next_notification().await), id(&n));
+}
+
+#[tokio::test]
 async fn at_capacity_new_connections_get_503_and_existing_ones_stay() {
     let app = TestApp::spawn_with(|s| {
         s.env("HERALD_MAX_CONNECTIONS", "2");

@@ -160,6 +160,34 @@ async fn durable_across_reopen() {
     assert_eq!(page.unread_count, 1);
 }
 
+/// A clock stepped back across a restart must not produce ids below the stored ones: `since` and each
+/// connection's high-water mark depend on ids increasing in commit order.
+#[tokio::test]
+async fn sqlite_ids_keep_increasing_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("herald.db");
+    // An id an hour ahead of this clock, as if the previous run's clock had been ahead.
+    let ahead = ulid::Ulid::from_parts(
+        u64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()).unwrap()
+            + 3_600_000,
+        0,
+    );
+    {
+        let (tx, _feed) = mpsc::channel(1024);
+        let store = Sqlite::open(&path, Synchronous::Full, tx).unwrap();
+        store.insert(vec![new("alice", "first", None)]).await.unwrap();
+        store.shutdown().await;
+    }
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute("UPDATE meta SET value = ?1 WHERE key = 'last_id'", [ahead.to_string()]).unwrap();
+    }
+    let (tx, _feed) = mpsc::channel(1024);
+    let store = Sqlite::open(&path, Synchronous::Full, tx).unwrap();
+    let next = created_ids(&store.insert(vec![new("alice", "after restart", None)]).await.unwrap());
+    assert!(next[0] > NotificationId::from_ulid(ahead), "{} is not after {ahead}", next[0]);
+}
+
 #[tokio::test]
 async fn sqlite_counts_follow_every_change() {
     counts_follow_every_change(sqlite()).await;

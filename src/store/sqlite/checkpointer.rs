@@ -45,7 +45,7 @@ pub fn run(conn: Connection, committed: Receiver<()>, wal_frames: WalFrames) {
                 Err(RecvTimeoutError::Disconnected) => break,
             }
         }
-        if let Some(frames) = checkpoint(&conn, "PASSIVE") {
+        if let Some((frames, _)) = checkpoint(&conn, "PASSIVE") {
             wal_frames.store(frames, std::sync::atomic::Ordering::Relaxed);
         }
         last = Instant::now();
@@ -53,8 +53,8 @@ pub fn run(conn: Connection, committed: Receiver<()>, wal_frames: WalFrames) {
     checkpoint(&conn, "TRUNCATE");
 }
 
-/// Runs a checkpoint and returns the WAL's length in frames.
-pub fn checkpoint(conn: &Connection, mode: &str) -> Option<i64> {
+/// Runs a checkpoint and returns the WAL's length and how much of it is now copied back, in frames.
+pub fn checkpoint(conn: &Connection, mode: &str) -> Option<(i64, i64)> {
     let started = Instant::now();
     let result = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
         Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
@@ -63,7 +63,7 @@ pub fn checkpoint(conn: &Connection, mode: &str) -> Option<i64> {
         Ok((busy, wal_frames, copied)) => {
             metrics::histogram!("herald_store_checkpoint_seconds").record(started.elapsed().as_secs_f64());
             tracing::trace!(mode, busy, wal_frames, copied, "checkpoint");
-            Some(wal_frames)
+            Some((wal_frames, copied))
         }
         Err(e) => {
             tracing::warn!(error = %e, "WAL checkpoint failed");

@@ -56,7 +56,15 @@ impl Sqlite {
             .map_err(|e| StoreError::Internal(format!("cannot start the checkpoint thread: {e}")))?;
         let (commands, rx) = mpsc::channel(COMMAND_QUEUE);
         let delivered: PendingDelivered = Arc::new(Mutex::new(Vec::new()));
-        let writer = Writer { conn, committed, wal_frames, commands: rx, feed, delivered: delivered.clone() };
+        let writer = Writer {
+            conn,
+            committed,
+            wal_frames,
+            last_restart: None,
+            commands: rx,
+            feed,
+            delivered: delivered.clone(),
+        };
         let handle = std::thread::Builder::new()
             .name("herald-sqlite-writer".into())
             .spawn(move || writer.run())

@@ -11,18 +11,19 @@ use tokio::sync::Semaphore;
 
 use super::schema::{self, COLUMNS, FROM};
 use super::writer::sql_error;
+use crate::domain::Notification;
 use crate::domain::{NotificationId, UserId};
-use crate::store::{ListQuery, Page, Since, Snapshot, StoreError};
+use crate::store::{approximate_size, ListQuery, Page, Since, Snapshot, StoreError, BACKLOG_BYTES};
 
 pub struct ReaderPool {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
-    permits: Semaphore,
+    permits: Arc<Semaphore>,
 }
 
 impl ReaderPool {
     pub fn new(path: PathBuf, size: usize) -> Self {
-        Self { path, idle: Mutex::new(Vec::with_capacity(size)), permits: Semaphore::new(size) }
+        Self { path, idle: Mutex::new(Vec::with_capacity(size)), permits: Arc::new(Semaphore::new(size)) }
     }
 
     fn open(&self) -> rusqlite::Result<Connection> {
@@ -41,7 +42,9 @@ impl ReaderPool {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let _permit = self.permits.acquire().await.map_err(|_| StoreError::Closed)?;
+        // The permit moves into the blocking task: if the caller goes away, the query still holds its slot
+        // until it finishes, so the pool never opens more connections than its size.
+        let permit = self.permits.clone().acquire_owned().await.map_err(|_| StoreError::Closed)?;
         let pooled = self.idle.lock().map_err(|_| StoreError::Internal("reader pool poisoned".into()))?.pop();
         let pool = Arc::clone(self);
         let task = tokio::task::spawn_blocking(move || {
@@ -53,6 +56,7 @@ impl ReaderPool {
             if let Ok(mut idle) = pool.idle.lock() {
                 idle.push(conn);
             }
+            drop(permit);
             result
         });
         task.await.map_err(|e| StoreError::Internal(format!("read task failed: {e}")))?
@@ -102,9 +106,9 @@ pub fn snapshot(conn: &mut Connection, user: &UserId, since: Since) -> Result<Sn
                 ))
                 .map_err(sql_error)?;
             let rows = stmt.query_map(params![user.as_str(), limit], schema::from_row).map_err(sql_error)?;
-            let mut items = rows.collect::<Result<Vec<_>, _>>().map_err(sql_error)?;
+            let (mut items, trimmed) = within_budget(rows)?;
             items.reverse();
-            (items, unread_count > u64::from(limit))
+            (items, trimmed || unread_count > u64::from(limit))
         }
         Since::After { id, limit } => {
             let mut stmt = tx
@@ -115,8 +119,8 @@ pub fn snapshot(conn: &mut Connection, user: &UserId, since: Since) -> Result<Sn
             let rows = stmt
                 .query_map(params![user.as_str(), id.to_string(), limit + 1], schema::from_row)
                 .map_err(sql_error)?;
-            let mut items = rows.collect::<Result<Vec<_>, _>>().map_err(sql_error)?;
-            let more = items.len() > limit as usize;
+            let (mut items, trimmed) = within_budget(rows)?;
+            let more = trimmed || items.len() > limit as usize;
             items.truncate(limit as usize);
             (items, more)
         }
@@ -130,6 +134,23 @@ pub fn snapshot(conn: &mut Connection, user: &UserId, since: Since) -> Result<Sn
         .transpose()
         .map_err(|_| StoreError::Internal("a stored id is not a ULID".into()))?;
     Ok(Snapshot { unread_count, items, more, high_water })
+}
+
+/// Collects rows until [`BACKLOG_BYTES`] is reached (always at least one); returns whether it stopped early.
+fn within_budget(
+    rows: impl Iterator<Item = rusqlite::Result<Notification>>,
+) -> Result<(Vec<Notification>, bool), StoreError> {
+    let mut items = Vec::new();
+    let mut size = 0;
+    for row in rows {
+        let n = row.map_err(sql_error)?;
+        size += approximate_size(&n);
+        if size > BACKLOG_BYTES && !items.is_empty() {
+            return Ok((items, true));
+        }
+        items.push(n);
+    }
+    Ok((items, false))
 }
 
 pub fn ping(conn: &mut Connection) -> Result<(), StoreError> {

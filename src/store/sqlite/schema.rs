@@ -18,7 +18,8 @@ use crate::domain::{Notification, NotificationId, Timestamp, UserId};
 ///   counting never scans an inbox and no unread index has to be maintained per insert.
 /// - `deliveries` is an append-mostly log keyed by id (ids are delivered roughly in creation order), so
 ///   marking a notification delivered does not dirty its inbox page a second time.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE notifications (
     user_id         TEXT NOT NULL,
     id              TEXT NOT NULL,      -- a ULID: sorts by creation time
@@ -42,7 +43,15 @@ CREATE TABLE deliveries (
     id TEXT PRIMARY KEY,                -- the notification's id
     at INTEGER NOT NULL                 -- when it was first written to a live connection
 ) WITHOUT ROWID;
-"#];
+"#,
+    r#"
+-- Small facts the store keeps across restarts: `last_id`, the newest id generated.
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+"#,
+];
 
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     let version: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;

@@ -58,6 +58,8 @@ pub struct Writer {
     pub committed: std::sync::mpsc::SyncSender<()>,
     /// The WAL length the checkpointer saw last; past a limit the writer finishes a checkpoint itself.
     pub wal_frames: super::checkpointer::WalFrames,
+    /// When the writer last finished a checkpoint itself.
+    pub last_restart: Option<Instant>,
     pub commands: mpsc::Receiver<Command>,
     pub feed: mpsc::Sender<Vec<InboxEvent>>,
     pub delivered: PendingDelivered,
@@ -92,6 +94,54 @@ fn answer(cmd: Command, result: Result<Output, StoreError>) {
     }
 }
 
+/// Ids in commit order, also across restarts: a ULID generator alone is monotonic only within one process,
+/// and a clock stepped back at restart would otherwise produce ids below stored ones (breaking `since` and
+/// the per-connection high-water mark). The newest id is kept in `meta` with every commit that creates one.
+pub struct IdSource {
+    generator: ulid::Generator,
+    last: ulid::Ulid,
+    recorded: ulid::Ulid,
+}
+
+impl IdSource {
+    fn resume(conn: &Connection) -> Result<Self, StoreError> {
+        let stored: Option<String> = conn
+            .query_row("SELECT value FROM meta WHERE key = 'last_id'", [], |r| r.get(0))
+            .optional()
+            .map_err(sql_error)?;
+        let last = match stored {
+            Some(text) => {
+                ulid::Ulid::from_string(&text).map_err(|_| StoreError::Internal("meta.last_id is not a ULID".into()))?
+            }
+            None => ulid::Ulid::nil(),
+        };
+        Ok(Self { generator: ulid::Generator::new(), last, recorded: last })
+    }
+
+    fn next(&mut self) -> Result<ulid::Ulid, StoreError> {
+        let mut id = self.generator.generate().map_err(|e| StoreError::Internal(e.to_string()))?;
+        if id <= self.last {
+            id = self.last.increment().ok_or_else(|| StoreError::Internal("the id space is exhausted".into()))?;
+        }
+        self.last = id;
+        Ok(id)
+    }
+
+    /// Stores the newest id in the transaction that creates it. If the transaction rolls back, the id is
+    /// still never reused: `last` only moves forward.
+    fn record(&mut self, tx: &Transaction<'_>) -> Result<(), StoreError> {
+        if self.last == self.recorded {
+            return Ok(());
+        }
+        let mut buf = [0u8; ulid::ULID_LEN];
+        tx.prepare_cached("INSERT INTO meta (key, value) VALUES ('last_id', ?1) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+            .and_then(|mut s| s.execute(params![&*self.last.array_to_str(&mut buf)]))
+            .map_err(sql_error)?;
+        self.recorded = self.last;
+        Ok(())
+    }
+}
+
 pub fn sql_error(e: rusqlite::Error) -> StoreError {
     use rusqlite::ErrorCode::{CannotOpen, DatabaseBusy, DatabaseLocked, DiskFull, ReadOnly, SystemIoFailure};
     match e.sqlite_error_code() {
@@ -106,7 +156,13 @@ type Committed = (Vec<Output>, Vec<InboxEvent>);
 
 impl Writer {
     pub fn run(mut self) {
-        let mut ids = ulid::Generator::new();
+        let mut ids = match IdSource::resume(&self.conn) {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the last id; the store will refuse writes");
+                return;
+            }
+        };
         while let Some(first) = self.commands.blocking_recv() {
             let mut group = vec![first];
             while group.len() < MAX_COMMANDS_PER_GROUP {
@@ -129,7 +185,7 @@ impl Writer {
     }
 
     /// Commits a group, answers its callers, and returns the shutdown request if the group held one.
-    fn commit_group(&mut self, group: Vec<Command>, ids: &mut ulid::Generator) -> Option<oneshot::Sender<()>> {
+    fn commit_group(&mut self, group: Vec<Command>, ids: &mut IdSource) -> Option<oneshot::Sender<()>> {
         let delivered = match self.delivered.lock() {
             Ok(mut pending) => std::mem::take(&mut *pending),
             Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
@@ -175,7 +231,7 @@ impl Writer {
         &mut self,
         work: &[Command],
         delivered: &[(UserId, NotificationId)],
-        ids: &mut ulid::Generator,
+        ids: &mut IdSource,
     ) -> Result<Committed, StoreError> {
         let now = Timestamp::now();
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql_error)?;
@@ -194,19 +250,30 @@ impl Writer {
         if !delivered.is_empty() {
             mark_delivered(&tx, delivered, now)?;
         }
+        ids.record(&tx)?;
         tx.commit().map_err(sql_error)?;
         // Full means a wake-up is already pending; the checkpointer takes everything committed so far.
         let _ = self.committed.try_send(());
         Ok((outputs, events))
     }
 
-    /// See `checkpointer`: lets the WAL start over under sustained load.
+    /// See `checkpointer`: lets the WAL start over under sustained load. Tried at most once a second, so a
+    /// reader holding an old snapshot (which stops any checkpoint from finishing) costs little.
     fn restart_wal_if_long(&mut self) {
         use std::sync::atomic::Ordering;
-        if self.wal_frames.load(Ordering::Relaxed) > super::checkpointer::RESTART_FRAMES {
-            let frames = super::checkpointer::checkpoint(&self.conn, "PASSIVE");
-            self.wal_frames.store(frames.unwrap_or(0), Ordering::Relaxed);
+        if self.wal_frames.load(Ordering::Relaxed) <= super::checkpointer::RESTART_FRAMES
+            || self.last_restart.is_some_and(|at| at.elapsed() < std::time::Duration::from_secs(1))
+        {
+            return;
         }
+        self.last_restart = Some(Instant::now());
+        // Fully copied: the next commit starts the WAL over, so there is nothing to wait for.
+        let left = match super::checkpointer::checkpoint(&self.conn, "PASSIVE") {
+            Some((frames, copied)) if copied >= frames => 0,
+            Some((frames, _)) => frames,
+            None => 0,
+        };
+        self.wal_frames.store(left, Ordering::Relaxed);
     }
 
     fn publish(&self, events: Vec<InboxEvent>) {
@@ -222,7 +289,7 @@ impl Writer {
 fn insert(
     tx: &Transaction<'_>,
     items: &[NewNotification],
-    ids: &mut ulid::Generator,
+    ids: &mut IdSource,
     events: &mut Vec<InboxEvent>,
 ) -> Result<Vec<InsertOutcome>, StoreError> {
     let mut outcomes = Vec::with_capacity(items.len());
@@ -248,7 +315,7 @@ fn insert(
                     continue;
                 }
             }
-            let ulid = ids.generate().map_err(|e| StoreError::Internal(e.to_string()))?;
+            let ulid = ids.next()?;
             let id = NotificationId::from_ulid(ulid);
             let created_at = Timestamp(i64::try_from(id.timestamp_ms()).unwrap_or(i64::MAX));
             let mut id_buf = [0u8; ulid::ULID_LEN];

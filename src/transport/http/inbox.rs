@@ -11,8 +11,9 @@ use crate::state::AppState;
 use crate::store::ListQuery;
 
 pub const MAX_LIMIT: u32 = 100;
-/// Deep pages are refused rather than scanned: page through with `since` on the WebSocket instead.
-pub const MAX_PAGE: u32 = 100_000;
+/// Deep pages are refused rather than scanned (an offset walks every row before it): past this many rows,
+/// reconnect the WebSocket with `since` instead.
+pub const MAX_OFFSET: u64 = 10_000;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -44,8 +45,8 @@ pub async fn list(
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(ApiError::InvalidQuery(format!("limit must be between 1 and {MAX_LIMIT}")));
     }
-    if page > MAX_PAGE {
-        return Err(ApiError::InvalidQuery(format!("page must be at most {MAX_PAGE}")));
+    if u64::from(page) * u64::from(limit) > MAX_OFFSET {
+        return Err(ApiError::InvalidQuery(format!("page × limit must be at most {MAX_OFFSET}")));
     }
     let query = ListQuery { page, limit, unread_only: params.unread.unwrap_or(false) };
     let result = state.store.list(&user.id, query).await?;

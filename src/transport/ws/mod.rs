@@ -38,6 +38,9 @@ pub async fn upgrade(
         .as_deref()
         .or_else(|| bearer(&headers))
         .ok_or(ApiError::Unauthorized("a token is required: /ws?token=JWT"))?;
+    if state.auth.is_api_key(token) {
+        return Err(ApiError::Forbidden("a publisher key cannot open a user's connection"));
+    }
     let user = state.auth.user(token).map_err(|_| ApiError::Unauthorized("the token is invalid or expired"))?;
     let since = params
         .since
@@ -47,6 +50,12 @@ pub async fn upgrade(
         .map_err(|_| ApiError::InvalidQuery("since must be a notification id".into()))?;
     let upgrade =
         upgrade.map_err(|e| ApiError::invalid_request(format!("not a WebSocket upgrade: {}", e.body_text())))?;
+    // Checked before the upgrade, so a user over the limit gets an HTTP answer; upgrades racing each other
+    // can overshoot it by the few in flight.
+    let held = state.hub.registry.connections_of(&user.id);
+    if held >= state.ws.max_connections_per_user {
+        return Err(ApiError::TooManyConnections(held));
+    }
     let Some(permit) = state.hub.capacity.try_acquire() else {
         crate::telemetry::metrics().connections_refused.increment(1);
         return Err(ApiError::AtCapacity);

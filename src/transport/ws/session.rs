@@ -14,7 +14,7 @@ use tokio::time::{interval_at, MissedTickBehavior};
 use tracing::Instrument;
 
 use crate::auth::{unix_now, User};
-use crate::domain::{Notification, NotificationId};
+use crate::domain::NotificationId;
 use crate::error::{CloseReason, FrameError};
 use crate::hub::{Permit, Registration};
 use crate::protocol::{self, ClientFrame};
@@ -27,8 +27,6 @@ use tokio_util::task::task_tracker::TaskTrackerToken;
 const UNREAD_BACKLOG: u32 = 100;
 /// The most notifications sent on a connect with `since`; `more: true` says to page the rest over REST.
 const SINCE_BACKLOG: u32 = 1000;
-/// The backlog frame stops growing past this size (and says `more`), so a reconnect cannot cost much memory.
-const BACKLOG_BYTES: usize = 4 * 1024 * 1024;
 /// How long a write may take before the client is considered gone.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a closing handshake may take; a slow consumer gets this long to read up to the close frame.
@@ -98,6 +96,8 @@ impl Session {
     }
 
     async fn send_backlog(&mut self, since: Option<NotificationId>) -> Result<(), Flow> {
+        let backlogs = self.state.backlogs.clone();
+        let _turn = backlogs.acquire_owned().await.map_err(|_| Flow::Close(CloseReason::GoingAway))?;
         let from = match since {
             Some(id) => Since::After { id, limit: SINCE_BACKLOG },
             None => Since::Unread { limit: UNREAD_BACKLOG },
@@ -106,7 +106,7 @@ impl Session {
             tracing::error!(error = %e, "could not read the backlog");
             Flow::Close(CloseReason::Internal)
         })?;
-        let (items, more) = within_budget(snapshot.items, snapshot.more);
+        let (items, more) = (snapshot.items, snapshot.more);
         self.high_water = snapshot.high_water.max(since);
         let connection_id = self.registration.connection().id.to_string();
         self.send(protocol::hello(&self.user.id, &connection_id, snapshot.unread_count)).await?;
@@ -199,7 +199,11 @@ impl Session {
             Message::Text(text) => ClientFrame::parse(text.as_str()),
             Message::Binary(_) => Err(FrameError::UnsupportedFrame),
             Message::Ping(_) | Message::Pong(_) => return Flow::Continue,
-            Message::Close(_) => return Flow::End,
+            Message::Close(_) => {
+                // tungstenite has queued the reply to the client's close; send it before dropping the socket.
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.socket.flush()).await;
+                return Flow::End;
+            }
         };
         let result = match request {
             Ok(ClientFrame::Ping) => return self.send(protocol::pong()).await.err().unwrap_or(Flow::Continue),
@@ -269,22 +273,4 @@ fn read_failed(error: axum::Error) -> Flow {
         Some(tungstenite::Error::Capacity(_)) => Flow::Close(CloseReason::MessageTooBig),
         _ => Flow::End,
     }
-}
-
-/// Trims a backlog to [`BACKLOG_BYTES`], keeping the oldest items (the client pages on from there).
-fn within_budget(mut items: Vec<Notification>, more: bool) -> (Vec<Notification>, bool) {
-    let mut size = 0;
-    let keep = items
-        .iter()
-        .position(|n| {
-            size += 256
-                + n.data.get().len()
-                + n.title.as_ref().map_or(0, String::len)
-                + n.message.as_ref().map_or(0, String::len);
-            size > BACKLOG_BYTES
-        })
-        .unwrap_or(items.len());
-    let trimmed = keep < items.len();
-    items.truncate(keep.max(1).min(items.len()));
-    (items, more || trimmed)
 }
