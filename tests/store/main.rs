@@ -231,7 +231,7 @@ async fn sqlite_wal_stays_bounded_under_sustained_writes() {
         .map(|p| {
             let (store, wal, peak) = (backend.store.clone(), wal.clone(), peak.clone());
             tokio::spawn(async move {
-                for round in 0..25 {
+                for round in 0..50 {
                     let items = (0..1000)
                         .map(|i| new(&format!("user-{}", (p * 131 + round * 7 + i) % 5000), "load", None))
                         .collect();
@@ -245,8 +245,9 @@ async fn sqlite_wal_stays_bounded_under_sustained_writes() {
     for publisher in publishers {
         publisher.await.unwrap();
     }
-    // 200,000 rows over 5,000 users leave a WAL of several hundred MiB if it is never started over.
+    // 400,000 rows over 5,000 users leave a WAL near 1 GiB if it is never started over; with the
+    // restart rule it stays near 64 MiB plus what is written between two checkpoints (about 100-130 MiB here).
     let peak = peak.load(std::sync::atomic::Ordering::Relaxed);
     println!("peak WAL {} MiB", peak / (1024 * 1024));
-    assert!(peak < 200 * 1024 * 1024, "the WAL reached {} MiB", peak / (1024 * 1024));
+    assert!(peak < 300 * 1024 * 1024, "the WAL reached {} MiB", peak / (1024 * 1024));
 }

@@ -257,12 +257,12 @@ impl Writer {
         Ok((outputs, events))
     }
 
-    /// See `checkpointer`: lets the WAL start over under sustained load. Tried at most once a second, so a
+    /// See `checkpointer`: lets the WAL start over under sustained load. Tried at most every 100 ms, so a
     /// reader holding an old snapshot (which stops any checkpoint from finishing) costs little.
     fn restart_wal_if_long(&mut self) {
         use std::sync::atomic::Ordering;
         if self.wal_frames.load(Ordering::Relaxed) <= super::checkpointer::RESTART_FRAMES
-            || self.last_restart.is_some_and(|at| at.elapsed() < std::time::Duration::from_secs(1))
+            || self.last_restart.is_some_and(|at| at.elapsed() < std::time::Duration::from_millis(100))
         {
             return;
         }
