@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -108,6 +109,13 @@ impl Application {
                 hub.registry.close_all(CloseReason::GoingAway);
             }
         };
+        // Frames and responses are small and written whole: Nagle's algorithm would hold a write back until
+        // the previous one is acknowledged, adding a delayed-ACK wait to delivery.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "could not set TCP_NODELAY");
+            }
+        });
         axum::serve(listener, router.into_make_service())
             .with_graceful_shutdown(signal)
             .await
