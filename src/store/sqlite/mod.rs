@@ -116,7 +116,8 @@ impl Store for Sqlite {
         self.write(|reply| Command::MarkAllRead { user, reply }).await
     }
 
-    fn mark_delivered(&self, user: &UserId, ids: &[NotificationId]) {
+    /// The deliveries log is keyed by id alone, so the user is not needed here.
+    fn mark_delivered(&self, _user: &UserId, ids: &[NotificationId]) {
         if ids.is_empty() {
             return;
         }
@@ -126,7 +127,7 @@ impl Store for Sqlite {
             metrics::counter!("herald_delivered_marks_dropped_total").increment(ids.len() as u64);
             return;
         }
-        pending.extend(ids.iter().map(|id| (user.clone(), *id)));
+        pending.extend_from_slice(ids);
         drop(pending);
         // One wake-up per batch is enough: the writer takes everything pending when it runs.
         if was_empty {

@@ -50,7 +50,7 @@ pub enum Command {
 }
 
 /// Delivered marks waiting for the writer's next group; shared with the store handle.
-pub type PendingDelivered = Arc<Mutex<Vec<(UserId, NotificationId)>>>;
+pub type PendingDelivered = Arc<Mutex<Vec<NotificationId>>>;
 
 pub struct Writer {
     pub conn: Connection,
@@ -230,7 +230,7 @@ impl Writer {
     fn transaction(
         &mut self,
         work: &[Command],
-        delivered: &[(UserId, NotificationId)],
+        delivered: &[NotificationId],
         ids: &mut IdSource,
     ) -> Result<Committed, StoreError> {
         let now = Timestamp::now();
@@ -428,11 +428,11 @@ fn mark_all_read(
     Ok(changed as u64)
 }
 
-fn mark_delivered(tx: &Transaction<'_>, marks: &[(UserId, NotificationId)], now: Timestamp) -> Result<(), StoreError> {
+fn mark_delivered(tx: &Transaction<'_>, marks: &[NotificationId], now: Timestamp) -> Result<(), StoreError> {
     // The first delivery is the one recorded; later ones (another tab, a reconnect) are ignored.
     let mut add = tx.prepare_cached("INSERT OR IGNORE INTO deliveries (id, at) VALUES (?1, ?2)").map_err(sql_error)?;
     let mut buf = [0u8; ulid::ULID_LEN];
-    for (_, id) in marks {
+    for id in marks {
         let ulid = ulid::Ulid(id.as_u128());
         add.execute(params![&*ulid.array_to_str(&mut buf), now.0]).map_err(sql_error)?;
     }

@@ -149,30 +149,25 @@ impl Session {
         if let Some(reason) = closing {
             return Flow::Close(reason);
         }
+        // Drop what the backlog already sent (or skipped on purpose); the rest goes out in order.
+        let mut frames = frames;
         let mut delivered = Vec::new();
-        let mut latencies = Vec::new();
-        let mut messages = Vec::with_capacity(frames.len());
-        for frame in frames {
-            if let Some(id) = frame.notification {
-                if self.high_water.is_some_and(|seen| id <= seen) {
-                    continue;
-                }
+        frames.retain(|frame| match frame.notification {
+            Some(id) if self.high_water.is_some_and(|seen| id <= seen) => false,
+            Some(id) => {
                 self.high_water = Some(id);
                 delivered.push(id);
+                true
             }
-            if let Some(at) = frame.received_at {
-                latencies.push(at);
-            }
-            messages.push(text(frame.bytes));
-        }
-        if messages.is_empty() {
+            None => true,
+        });
+        if frames.is_empty() {
             return Flow::Continue;
         }
-        let count = messages.len() as u64;
         let socket = &mut self.socket;
         let write = async {
-            for message in messages {
-                socket.feed(message).await?;
+            for frame in &frames {
+                socket.feed(text(frame.bytes.clone())).await?;
             }
             socket.flush().await
         };
@@ -186,8 +181,8 @@ impl Session {
             }
         }
         let m = metrics();
-        m.frames_sent.increment(count);
-        for at in latencies {
+        m.frames_sent.increment(frames.len() as u64);
+        for at in frames.iter().filter_map(|f| f.received_at) {
             m.publish_to_push.record(at.elapsed().as_secs_f64());
         }
         self.state.store.mark_delivered(&self.user.id, &delivered);
