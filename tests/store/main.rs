@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use herald::config::Synchronous;
 use herald::domain::{InboxEvent, NewNotification, NotificationId, NotificationInput, UserId};
-use herald::store::sqlite::Sqlite;
+use herald::store::sqlite::{Options, Sqlite};
 use herald::store::{InsertOutcome, ListQuery, Since, Store};
 use tokio::sync::mpsc;
 
@@ -18,9 +18,23 @@ struct Backend {
 }
 
 fn sqlite() -> Backend {
+    sqlite_with(Options::new(Synchronous::Full))
+}
+
+/// SQLite keeps each user's newest ids in memory until it merges them into its per-user index; these run
+/// the suite with every read answered from the index alone, and from memory alone.
+fn merge_every_group() -> Options {
+    Options { merge_rows: 1, ..Options::new(Synchronous::Full) }
+}
+
+fn merge_never() -> Options {
+    Options { merge_rows: usize::MAX, merge_interval: Duration::from_secs(86_400), ..Options::new(Synchronous::Full) }
+}
+
+fn sqlite_with(options: Options) -> Backend {
     let dir = tempfile::tempdir().expect("temp dir");
     let (tx, feed) = mpsc::channel(1024);
-    let store = Sqlite::open(&dir.path().join("herald.db"), Synchronous::Full, tx).expect("open sqlite");
+    let store = Sqlite::open_with(&dir.path().join("herald.db"), options, tx).expect("open sqlite");
     Backend { store: Arc::new(store), feed, _dir: dir }
 }
 
@@ -188,29 +202,152 @@ async fn sqlite_ids_keep_increasing_across_a_restart() {
     assert!(next[0] > NotificationId::from_ulid(ahead), "{} is not after {ahead}", next[0]);
 }
 
-#[tokio::test]
-async fn sqlite_counts_follow_every_change() {
-    counts_follow_every_change(sqlite()).await;
+/// Runs a conformance check against SQLite with the default merge policy, merging after every group,
+/// and never merging.
+macro_rules! sqlite_conformance {
+    ($($check:ident),* $(,)?) => {
+        mod sqlite_default {
+            $(#[tokio::test] async fn $check() { super::$check(super::sqlite()).await; })*
+        }
+        mod sqlite_index_only {
+            $(#[tokio::test] async fn $check() { super::$check(super::sqlite_with(super::merge_every_group())).await; })*
+        }
+        mod sqlite_memory_only {
+            $(#[tokio::test] async fn $check() { super::$check(super::sqlite_with(super::merge_never())).await; })*
+        }
+    };
 }
 
+sqlite_conformance!(
+    counts_follow_every_change,
+    other_users_are_invisible,
+    idempotency_returns_the_original,
+    snapshots_serve_connect_and_resume,
+    delivered_marks_are_recorded,
+);
+
+/// Reads that span the merged index and the unmerged tail, and a restart that loses the tail (the writer
+/// stops without its final merge) and must rebuild the index from the table.
 #[tokio::test]
-async fn sqlite_other_users_are_invisible() {
-    other_users_are_invisible(sqlite()).await;
+async fn sqlite_reads_span_the_index_and_the_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("herald.db");
+    // A merge once 7 ids wait: after the second insert of 5, ten are merged; the last three are not.
+    let options =
+        Options { merge_rows: 7, merge_interval: Duration::from_secs(86_400), ..Options::new(Synchronous::Full) };
+    let (tx, mut feed) = mpsc::channel(1024);
+    let store = Sqlite::open_with(&path, options, tx).unwrap();
+    let alice = user("alice");
+    let mut ids = Vec::new();
+    for (n, title) in [(5, "a"), (5, "b"), (3, "c")] {
+        ids.extend(created_ids(
+            &store.insert((0..n).map(|i| new("alice", &format!("{title}{i}"), None)).collect()).await.unwrap(),
+        ));
+        next_events(&mut feed).await;
+    }
+    store.insert(vec![new("bob", "other", None)]).await.unwrap();
+    let read = store.mark_read(&alice, vec![ids[1], ids[11]]).await.unwrap();
+    assert_eq!(read.newly_read, vec![ids[1], ids[11]]);
+
+    let page = |page, limit, unread_only| {
+        let store = &store;
+        let alice = &alice;
+        async move {
+            let p = store.list(alice, ListQuery { page, limit, unread_only }).await.unwrap();
+            (p.total, p.items.iter().map(|n| n.id).collect::<Vec<_>>())
+        }
+    };
+    let rev = |range: &[usize]| range.iter().map(|&i| ids[i]).collect::<Vec<_>>();
+    assert_eq!(page(0, 4, false).await, (13, rev(&[12, 11, 10, 9])));
+    assert_eq!(page(1, 4, false).await, (13, rev(&[8, 7, 6, 5])));
+    assert_eq!(page(3, 4, false).await, (13, rev(&[0])));
+    assert_eq!(page(0, 3, true).await, (11, rev(&[12, 10, 9])));
+    assert_eq!(page(1, 3, true).await, (11, rev(&[8, 7, 6])));
+    assert_eq!(page(3, 3, true).await, (11, rev(&[2, 0])));
+
+    let unread = store.snapshot(&alice, Since::Unread { limit: 5 }).await.unwrap();
+    assert_eq!(unread.items.iter().map(|n| n.id).collect::<Vec<_>>(), rev(&[7, 8, 9, 10, 12]));
+    assert_eq!((unread.unread_count, unread.more, unread.high_water), (11, true, Some(ids[12])));
+    let resumed = store.snapshot(&alice, Since::After { id: ids[8], limit: 3 }).await.unwrap();
+    assert_eq!((resumed.items.iter().map(|n| n.id).collect::<Vec<_>>(), resumed.more), (rev(&[9, 10, 11]), true));
+    let resumed = store.snapshot(&alice, Since::After { id: ids[8], limit: 10 }).await.unwrap();
+    assert_eq!((resumed.items.iter().map(|n| n.id).collect::<Vec<_>>(), resumed.more), (rev(&[9, 10, 11, 12]), false));
+
+    assert_eq!(store.mark_all_read(&alice).await.unwrap(), 11);
+    assert_eq!(store.unread_count(&alice).await.unwrap(), 0);
+    let later = created_ids(&store.insert(vec![new("alice", "later", None)]).await.unwrap());
+    ids.extend(later);
+    let unread = store.snapshot(&alice, Since::Unread { limit: 100 }).await.unwrap();
+    assert_eq!((unread.items.iter().map(|n| n.id).collect::<Vec<_>>(), unread.more), (vec![ids[13]], false));
+    // Dropped without `shutdown`: the writer stops without merging what is in memory.
+    drop(store);
+
+    let (tx, _feed) = mpsc::channel(1024);
+    let store = Sqlite::open_with(&path, merge_never(), tx).unwrap();
+    let all = store.list(&alice, ListQuery { page: 0, limit: 100, unread_only: false }).await.unwrap();
+    assert_eq!(all.items.iter().map(|n| n.id).collect::<Vec<_>>(), ids.iter().rev().copied().collect::<Vec<_>>());
+    assert_eq!((all.total, all.unread_count), (14, 1));
+    assert_eq!(store.list(&user("bob"), ListQuery { page: 0, limit: 10, unread_only: false }).await.unwrap().total, 1);
 }
 
+/// A database written by the layout before the per-user index was split out (schema version 2) opens with
+/// every notification, its read state and its idempotency key intact.
 #[tokio::test]
-async fn sqlite_idempotency_returns_the_original() {
-    idempotency_returns_the_original(sqlite()).await;
-}
-
-#[tokio::test]
-async fn sqlite_snapshots_serve_connect_and_resume() {
-    snapshots_serve_connect_and_resume(sqlite()).await;
-}
-
-#[tokio::test]
-async fn sqlite_delivered_marks_are_recorded() {
-    delivered_marks_are_recorded(sqlite()).await;
+async fn sqlite_migrates_the_previous_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("herald.db");
+    let (a, b, c) = (ulid::Ulid::new(), ulid::Ulid::new(), ulid::Ulid::new());
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE notifications (user_id TEXT NOT NULL, id TEXT NOT NULL, type TEXT NOT NULL, title TEXT,
+                 message TEXT, data TEXT NOT NULL, created_at INTEGER NOT NULL, read_at INTEGER,
+                 idempotency_key TEXT, PRIMARY KEY (user_id, id)) WITHOUT ROWID;
+             CREATE UNIQUE INDEX notifications_idempotency
+                 ON notifications (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
+             CREATE TABLE inbox_counts (user_id TEXT PRIMARY KEY, total INTEGER NOT NULL, unread INTEGER NOT NULL)
+                 WITHOUT ROWID;
+             CREATE TABLE deliveries (id TEXT PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID;
+             CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+             PRAGMA user_version = 2;",
+        )
+        .unwrap();
+        for (id, user, read_at, key) in
+            [(a, "alice", Some(5), None), (b, "bob", None, None), (c, "alice", None, Some("k"))]
+        {
+            conn.execute(
+                "INSERT INTO notifications (user_id, id, type, data, created_at, read_at, idempotency_key)
+                 VALUES (?1, ?2, 'old', '{}', 1, ?3, ?4)",
+                rusqlite::params![user, id.to_string(), read_at, key],
+            )
+            .unwrap();
+        }
+        conn.execute_batch(
+            "INSERT INTO inbox_counts VALUES ('alice', 2, 1), ('bob', 1, 1);
+             INSERT INTO meta VALUES ('last_id', (SELECT max(id) FROM notifications));",
+        )
+        .unwrap();
+    }
+    let (tx, _feed) = mpsc::channel(1024);
+    let store = Sqlite::open_with(&path, merge_never(), tx).unwrap();
+    let alice = user("alice");
+    let page = store.list(&alice, ListQuery { page: 0, limit: 10, unread_only: false }).await.unwrap();
+    let mut expected = vec![NotificationId::from_ulid(a), NotificationId::from_ulid(c)];
+    expected.sort();
+    expected.reverse();
+    assert_eq!(page.items.iter().map(|n| n.id).collect::<Vec<_>>(), expected);
+    assert!(page.items.iter().any(|n| n.id == NotificationId::from_ulid(a) && n.read));
+    let repeat = store.insert(vec![new("alice", "again", Some("k"))]).await.unwrap();
+    assert!(matches!(&repeat[0], InsertOutcome::Existing(n) if n.id == NotificationId::from_ulid(c)));
+    let fresh = created_ids(&store.insert(vec![new("alice", "new", None)]).await.unwrap());
+    let unread = store.snapshot(&alice, Since::Unread { limit: 10 }).await.unwrap();
+    let mut want = vec![NotificationId::from_ulid(c), fresh[0]];
+    want.sort();
+    assert_eq!(unread.items.iter().map(|n| n.id).collect::<Vec<_>>(), want);
+    assert_eq!(
+        store.list(&user("bob"), ListQuery { page: 0, limit: 10, unread_only: false }).await.unwrap().items.len(),
+        1
+    );
 }
 
 #[tokio::test]

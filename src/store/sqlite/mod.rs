@@ -3,15 +3,18 @@
 mod checkpointer;
 mod reader;
 mod schema;
+mod tail;
 mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 
 use self::reader::ReaderPool;
+use self::tail::SharedTail;
 use self::writer::{Command, PendingDelivered, Writer};
 use crate::config::Synchronous;
 use crate::domain::{InboxEvent, NewNotification, NotificationId, UserId};
@@ -23,11 +26,28 @@ const COMMAND_QUEUE: usize = 4096;
 const MAX_PENDING_DELIVERED: usize = 1_000_000;
 const READERS: usize = 4;
 
+/// How the store runs; [`Options::new`] gives the defaults for a durability setting.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    pub synchronous: Synchronous,
+    /// Merge the in-memory tail into the `inbox` index once this many ids wait (see `tail`)…
+    pub merge_rows: usize,
+    /// …or once the oldest has waited this long.
+    pub merge_interval: Duration,
+}
+
+impl Options {
+    pub fn new(synchronous: Synchronous) -> Self {
+        Self { synchronous, merge_rows: tail::MERGE_ROWS, merge_interval: tail::MERGE_INTERVAL }
+    }
+}
+
 pub struct Sqlite {
     path: PathBuf,
     commands: mpsc::Sender<Command>,
     readers: Arc<ReaderPool>,
     delivered: PendingDelivered,
+    tail: SharedTail,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -39,12 +59,17 @@ impl Sqlite {
         synchronous: Synchronous,
         feed: mpsc::Sender<Vec<InboxEvent>>,
     ) -> Result<Self, StoreError> {
+        Self::open_with(path, Options::new(synchronous), feed)
+    }
+
+    pub fn open_with(path: &Path, options: Options, feed: mpsc::Sender<Vec<InboxEvent>>) -> Result<Self, StoreError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             crate::config::create_private_dir(parent)
                 .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", parent.display())))?;
         }
-        let conn = writer::open(path, synchronous)
+        let mut conn = writer::open(path, options.synchronous)
             .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+        writer::prepare(&mut conn)?;
         let checkpoint_conn = checkpointer::open(path)
             .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
         let (committed, committed_rx) = std::sync::mpsc::sync_channel(1);
@@ -56,6 +81,7 @@ impl Sqlite {
             .map_err(|e| StoreError::Internal(format!("cannot start the checkpoint thread: {e}")))?;
         let (commands, rx) = mpsc::channel(COMMAND_QUEUE);
         let delivered: PendingDelivered = Arc::new(Mutex::new(Vec::new()));
+        let tail = SharedTail::default();
         let writer = Writer {
             conn,
             committed,
@@ -64,6 +90,9 @@ impl Sqlite {
             commands: rx,
             feed,
             delivered: delivered.clone(),
+            tail: tail.clone(),
+            merge_rows: options.merge_rows,
+            merge_interval: options.merge_interval,
         };
         let handle = std::thread::Builder::new()
             .name("herald-sqlite-writer".into())
@@ -74,6 +103,7 @@ impl Sqlite {
             commands,
             readers: Arc::new(ReaderPool::new(path.to_owned(), READERS)),
             delivered,
+            tail,
             writer: Mutex::new(Some(handle)),
         })
     }
@@ -93,7 +123,9 @@ impl Store for Sqlite {
 
     async fn list(&self, user: &UserId, query: ListQuery) -> Result<Page, StoreError> {
         let user = user.clone();
-        self.readers.run(move |conn| reader::list(conn, &user, query)).await
+        // Copied before the read transaction opens; see `tail`.
+        let recent = self.tail.user(&user);
+        self.readers.run(move |conn| reader::list(conn, &user, &recent, query)).await
     }
 
     async fn unread_count(&self, user: &UserId) -> Result<u64, StoreError> {
@@ -103,7 +135,9 @@ impl Store for Sqlite {
 
     async fn snapshot(&self, user: &UserId, since: Since) -> Result<Snapshot, StoreError> {
         let user = user.clone();
-        self.readers.run(move |conn| reader::snapshot(conn, &user, since)).await
+        // Copied before the read transaction opens; see `tail`.
+        let recent = self.tail.user(&user);
+        self.readers.run(move |conn| reader::snapshot(conn, &user, &recent, since)).await
     }
 
     async fn mark_read(&self, user: &UserId, ids: Vec<NotificationId>) -> Result<MarkReadOutcome, StoreError> {

@@ -6,13 +6,13 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use rusqlite::{params, Connection, OpenFlags};
 use tokio::sync::Semaphore;
 
-use super::schema::{self, COLUMNS, FROM};
+use super::schema::{self, COLUMNS};
+use super::tail;
 use super::writer::sql_error;
-use crate::domain::Notification;
-use crate::domain::{NotificationId, UserId};
+use crate::domain::{Notification, NotificationId, UserId};
 use crate::store::{approximate_size, ListQuery, Page, Since, Snapshot, StoreError, BACKLOG_BYTES};
 
 pub struct ReaderPool {
@@ -63,94 +63,172 @@ impl ReaderPool {
     }
 }
 
-pub fn list(conn: &mut Connection, user: &UserId, q: ListQuery) -> Result<Page, StoreError> {
+/// The SQL half of a user's inbox: the merged ids, joined to their rows.
+const INBOX: &str = "inbox i JOIN notifications n ON n.id = i.id LEFT JOIN deliveries d ON d.id = n.id";
+
+/// A page of a user's inbox, newest first. `recent` is the user's unmerged ids, copied from the tail before
+/// this is called (see `tail`).
+pub fn list(conn: &mut Connection, user: &UserId, recent: &[NotificationId], q: ListQuery) -> Result<Page, StoreError> {
     let tx = conn.transaction().map_err(sql_error)?;
-    let filter = if q.unread_only { " AND n.read_at IS NULL" } else { "" };
+    let recent = tail::above(recent, schema::merged_upto(&tx)?);
     let offset = u64::from(q.page) * u64::from(q.limit);
-    let items = {
+    let limit = u64::from(q.limit);
+    // The unmerged part first (it is the newest): count what qualifies, keep what falls in the page.
+    let mut items = Vec::new();
+    let mut qualifying = 0u64;
+    for id in recent.iter().rev() {
+        if items.len() as u64 == limit {
+            break;
+        }
+        let in_page = qualifying >= offset;
+        if q.unread_only || in_page {
+            let Some(n) = schema::fetch(&tx, user, *id)? else { continue };
+            if q.unread_only && n.read {
+                continue;
+            }
+            if in_page {
+                items.push(n);
+            }
+        }
+        qualifying += 1;
+    }
+    if (items.len() as u64) < limit {
+        // Every unmerged id was looked at, so `qualifying` is complete.
+        let filter = if q.unread_only { " AND n.read_at IS NULL" } else { "" };
         let mut stmt = tx
             .prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM {FROM} WHERE n.user_id = ?1{filter} ORDER BY n.id DESC LIMIT ?2 OFFSET ?3"
+                "SELECT {COLUMNS} FROM {INBOX} WHERE i.user_id = ?1{filter} ORDER BY i.id DESC LIMIT ?2 OFFSET ?3"
             ))
             .map_err(sql_error)?;
-        let rows = stmt.query_map(params![user.as_str(), q.limit, offset], schema::from_row).map_err(sql_error)?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(sql_error)?
-    };
-    let (total, unread_count) = counts(&tx, user)?;
+        let rest = limit - items.len() as u64;
+        let rows = stmt
+            .query_map(params![user.as_str(), rest, offset.saturating_sub(qualifying)], schema::from_row)
+            .map_err(sql_error)?;
+        for row in rows {
+            items.push(row.map_err(sql_error)?);
+        }
+    }
+    let (total, unread_count) = schema::counts(&tx, user)?;
     let total = if q.unread_only { unread_count } else { total };
     Ok(Page { items, total, unread_count })
 }
 
-/// A user's (total, unread) counts.
-pub fn counts(conn: &Connection, user: &UserId) -> Result<(u64, u64), StoreError> {
-    conn.prepare_cached("SELECT total, unread FROM inbox_counts WHERE user_id = ?1")
-        .and_then(|mut s| {
-            s.query_row(params![user.as_str()], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))).optional()
-        })
-        .map(|c| c.map_or((0, 0), |(total, unread)| (total.max(0) as u64, unread.max(0) as u64)))
-        .map_err(sql_error)
-}
-
 pub fn unread_count(conn: &mut Connection, user: &UserId) -> Result<u64, StoreError> {
-    counts(conn, user).map(|(_, unread)| unread)
+    schema::counts(conn, user).map(|(_, unread)| unread)
 }
 
-pub fn snapshot(conn: &mut Connection, user: &UserId, since: Since) -> Result<Snapshot, StoreError> {
+/// What a connecting client is sent first. `recent` is the user's unmerged ids, copied from the tail before
+/// this is called (see `tail`).
+pub fn snapshot(
+    conn: &mut Connection,
+    user: &UserId,
+    recent: &[NotificationId],
+    since: Since,
+) -> Result<Snapshot, StoreError> {
     let tx = conn.transaction().map_err(sql_error)?;
-    let (_, unread_count) = counts(&tx, user)?;
+    let recent = tail::above(recent, schema::merged_upto(&tx)?);
+    let (_, unread_count) = schema::counts(&tx, user)?;
+    let mut budget = Budget::default();
     let (items, more) = match since {
         Since::Unread { limit } => {
-            let mut stmt = tx
-                .prepare_cached(&format!(
-                    "SELECT {COLUMNS} FROM {FROM} WHERE n.user_id = ?1 AND n.read_at IS NULL ORDER BY n.id DESC LIMIT ?2"
-                ))
-                .map_err(sql_error)?;
-            let rows = stmt.query_map(params![user.as_str(), limit], schema::from_row).map_err(sql_error)?;
-            let (mut items, trimmed) = within_budget(rows)?;
+            let limit = limit as usize;
+            // Newest first: the unmerged ids, then the index.
+            let mut items = Vec::new();
+            for id in recent.iter().rev() {
+                if items.len() == limit || budget.trimmed {
+                    break;
+                }
+                if let Some(n) = schema::fetch(&tx, user, *id)?.filter(|n| !n.read) {
+                    budget.admit(n, &mut items);
+                }
+            }
+            if items.len() < limit && !budget.trimmed {
+                let mut stmt = tx
+                    .prepare_cached(&format!(
+                        "SELECT {COLUMNS} FROM {INBOX} WHERE i.user_id = ?1 AND n.read_at IS NULL \
+                         ORDER BY i.id DESC LIMIT ?2"
+                    ))
+                    .map_err(sql_error)?;
+                let rows = stmt
+                    .query_map(params![user.as_str(), (limit - items.len()) as u64], schema::from_row)
+                    .map_err(sql_error)?;
+                for row in rows {
+                    if !budget.admit(row.map_err(sql_error)?, &mut items) {
+                        break;
+                    }
+                }
+            }
             items.reverse();
-            (items, trimmed || unread_count > u64::from(limit))
+            let more = budget.trimmed || unread_count > limit as u64;
+            (items, more)
         }
         Since::After { id, limit } => {
-            let mut stmt = tx
-                .prepare_cached(&format!(
-                    "SELECT {COLUMNS} FROM {FROM} WHERE n.user_id = ?1 AND n.id > ?2 ORDER BY n.id ASC LIMIT ?3"
-                ))
-                .map_err(sql_error)?;
-            let rows = stmt
-                .query_map(params![user.as_str(), id.to_string(), limit + 1], schema::from_row)
-                .map_err(sql_error)?;
-            let (mut items, trimmed) = within_budget(rows)?;
-            let more = trimmed || items.len() > limit as usize;
+            // Oldest first: the index, then the unmerged ids; one more than asked, to know if there is more.
+            let want = limit as usize + 1;
+            let mut items = Vec::new();
+            {
+                let mut stmt = tx
+                    .prepare_cached(&format!(
+                        "SELECT {COLUMNS} FROM {INBOX} WHERE i.user_id = ?1 AND i.id > ?2 ORDER BY i.id ASC LIMIT ?3"
+                    ))
+                    .map_err(sql_error)?;
+                let rows = stmt
+                    .query_map(params![user.as_str(), id.to_string(), want], schema::from_row)
+                    .map_err(sql_error)?;
+                for row in rows {
+                    if !budget.admit(row.map_err(sql_error)?, &mut items) {
+                        break;
+                    }
+                }
+            }
+            for recent_id in tail::above(recent, Some(id)) {
+                if items.len() == want || budget.trimmed {
+                    break;
+                }
+                if let Some(n) = schema::fetch(&tx, user, *recent_id)? {
+                    budget.admit(n, &mut items);
+                }
+            }
+            let more = budget.trimmed || items.len() > limit as usize;
             items.truncate(limit as usize);
             (items, more)
         }
     };
-    let high_water: Option<String> = tx
-        .prepare_cached("SELECT max(id) FROM notifications WHERE user_id = ?1")
-        .and_then(|mut s| s.query_row(params![user.as_str()], |r| r.get(0)))
-        .map_err(sql_error)?;
-    let high_water = high_water
-        .map(|id| NotificationId::parse(&id))
-        .transpose()
-        .map_err(|_| StoreError::Internal("a stored id is not a ULID".into()))?;
+    let high_water = match recent.last() {
+        Some(newest) => Some(*newest),
+        None => {
+            let newest: Option<String> = tx
+                .prepare_cached("SELECT max(id) FROM inbox WHERE user_id = ?1")
+                .and_then(|mut s| s.query_row(params![user.as_str()], |r| r.get(0)))
+                .map_err(sql_error)?;
+            newest
+                .map(|id| NotificationId::parse(&id))
+                .transpose()
+                .map_err(|_| StoreError::Internal("a stored id is not a ULID".into()))?
+        }
+    };
     Ok(Snapshot { unread_count, items, more, high_water })
 }
 
-/// Collects rows until [`BACKLOG_BYTES`] is reached (always at least one); returns whether it stopped early.
-fn within_budget(
-    rows: impl Iterator<Item = rusqlite::Result<Notification>>,
-) -> Result<(Vec<Notification>, bool), StoreError> {
-    let mut items = Vec::new();
-    let mut size = 0;
-    for row in rows {
-        let n = row.map_err(sql_error)?;
-        size += approximate_size(&n);
-        if size > BACKLOG_BYTES && !items.is_empty() {
-            return Ok((items, true));
+/// Bounds a snapshot to [`BACKLOG_BYTES`] of content (always at least one item).
+#[derive(Default)]
+struct Budget {
+    size: usize,
+    /// An item was refused: the snapshot stopped early.
+    trimmed: bool,
+}
+
+impl Budget {
+    /// Adds `n` to `items` if it fits; returns whether it did.
+    fn admit(&mut self, n: Notification, items: &mut Vec<Notification>) -> bool {
+        self.size += approximate_size(&n);
+        if self.size > BACKLOG_BYTES && !items.is_empty() {
+            self.trimmed = true;
+            return false;
         }
         items.push(n);
+        true
     }
-    Ok((items, false))
 }
 
 pub fn ping(conn: &mut Connection) -> Result<(), StoreError> {

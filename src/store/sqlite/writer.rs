@@ -19,6 +19,7 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBe
 use tokio::sync::{mpsc, oneshot};
 
 use super::schema::{self, COLUMNS, FROM};
+use super::tail::SharedTail;
 use crate::domain::{InboxEvent, NewNotification, Notification, NotificationId, Timestamp, UserId};
 use crate::store::{InsertOutcome, MarkReadOutcome, StoreError};
 
@@ -63,6 +64,10 @@ pub struct Writer {
     pub commands: mpsc::Receiver<Command>,
     pub feed: mpsc::Sender<Vec<InboxEvent>>,
     pub delivered: PendingDelivered,
+    /// Ids committed but not yet in the `inbox` index; this thread appends and merges them.
+    pub tail: SharedTail,
+    pub merge_rows: usize,
+    pub merge_interval: std::time::Duration,
 }
 
 /// What a command produced, before the commit decides whether its caller hears it.
@@ -154,6 +159,9 @@ pub fn sql_error(e: rusqlite::Error) -> StoreError {
 
 type Committed = (Vec<Output>, Vec<InboxEvent>);
 
+/// The notifications a transaction creates, by user, to join the tail once it commits.
+type Staged = Vec<(UserId, NotificationId)>;
+
 impl Writer {
     pub fn run(mut self) {
         let mut ids = match IdSource::resume(&self.conn) {
@@ -174,6 +182,7 @@ impl Writer {
             let started = Instant::now();
             let size = group.len();
             let stop = self.commit_group(group, &mut ids);
+            self.merge(stop.is_some());
             self.restart_wal_if_long();
             metrics::histogram!("herald_store_commit_seconds").record(started.elapsed().as_secs_f64());
             metrics::histogram!("herald_store_group_size").record(size as f64);
@@ -237,13 +246,19 @@ impl Writer {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql_error)?;
         let mut events = Vec::new();
         let mut outputs = Vec::with_capacity(work.len());
+        let mut staged = Staged::new();
         for cmd in work {
             outputs.push(match cmd {
-                Command::Insert { items, .. } => Output::Inserted(insert(&tx, items, ids, &mut events)?),
+                Command::Insert { items, .. } => Output::Inserted(insert(&tx, items, ids, &mut events, &mut staged)?),
                 Command::MarkRead { user, ids: targets, .. } => {
                     Output::Read(mark_read(&tx, user, targets, now, &mut events)?)
                 }
-                Command::MarkAllRead { user, .. } => Output::AllRead(mark_all_read(&tx, user, now, &mut events)?),
+                Command::MarkAllRead { user, .. } => {
+                    // The user's ids not in the index yet: merged-later ones, and those created in this group.
+                    let mut recent = self.tail.lock().user(user).to_vec();
+                    recent.extend(staged.iter().filter(|(u, _)| u == user).map(|(_, id)| *id));
+                    Output::AllRead(mark_all_read(&tx, user, &recent, now, &mut events)?)
+                }
                 Command::FlushDelivered | Command::Shutdown { .. } => Output::Nothing,
             });
         }
@@ -252,6 +267,10 @@ impl Writer {
         }
         ids.record(&tx)?;
         tx.commit().map_err(sql_error)?;
+        // Before the events go out: a client that connects on hearing one must find its notification.
+        if !staged.is_empty() {
+            self.tail.lock().append(staged);
+        }
         // Full means a wake-up is already pending; the checkpointer takes everything committed so far.
         let _ = self.committed.try_send(());
         Ok((outputs, events))
@@ -276,6 +295,29 @@ impl Writer {
         self.wal_frames.store(left, Ordering::Relaxed);
     }
 
+    /// Writes the tail into the `inbox` index when it is due (or `now`), in one transaction sorted by user,
+    /// then forgets it. On failure the tail is kept and the merge tried again after the next group.
+    fn merge(&mut self, now: bool) {
+        let entries = {
+            let tail = self.tail.lock();
+            if tail.is_empty() || !(now || tail.due(self.merge_rows, self.merge_interval)) {
+                return;
+            }
+            tail.sorted()
+        };
+        let started = Instant::now();
+        match merge(&mut self.conn, &entries) {
+            Ok(()) => {
+                self.tail.lock().clear();
+                let _ = self.committed.try_send(());
+                metrics::histogram!("herald_store_merge_seconds").record(started.elapsed().as_secs_f64());
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, entries = entries.len(), "could not merge the inbox index; will retry")
+            }
+        }
+    }
+
     fn publish(&self, events: Vec<InboxEvent>) {
         if events.is_empty() {
             return;
@@ -286,11 +328,60 @@ impl Writer {
     }
 }
 
+/// Adds sorted (user, id) entries to the `inbox` index and moves `meta.merged_upto` to the newest.
+fn merge(conn: &mut Connection, entries: &[(UserId, NotificationId)]) -> Result<(), StoreError> {
+    let Some(newest) = entries.iter().map(|(_, id)| *id).max() else { return Ok(()) };
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql_error)?;
+    {
+        let mut add =
+            tx.prepare_cached("INSERT OR IGNORE INTO inbox (user_id, id) VALUES (?1, ?2)").map_err(sql_error)?;
+        let mut buf = [0u8; ulid::ULID_LEN];
+        for (user, id) in entries {
+            let text = ulid::Ulid(id.as_u128()).array_to_str(&mut buf);
+            add.execute(params![user.as_str(), &*text]).map_err(sql_error)?;
+        }
+    }
+    set_merged_upto(&tx, &newest.to_string())?;
+    tx.commit().map_err(sql_error)
+}
+
+fn set_merged_upto(tx: &Transaction<'_>, id: &str) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO meta (key, value) VALUES ('merged_upto', ?1) \
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )
+    .and_then(|mut s| s.execute(params![id]))
+    .map(drop)
+    .map_err(sql_error)
+}
+
+/// At open, before anyone reads: indexes whatever was committed after the last merge (the tail lived in
+/// memory and is gone), so readers can start with an empty tail.
+fn recover_tail(conn: &mut Connection) -> Result<usize, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql_error)?;
+    let from = schema::merged_upto(&tx)?.map(|id| id.to_string()).unwrap_or_default();
+    let added = tx
+        .execute(
+            "INSERT OR IGNORE INTO inbox (user_id, id) \
+             SELECT user_id, id FROM notifications WHERE id > ?1 ORDER BY user_id, id",
+            params![from],
+        )
+        .map_err(sql_error)?;
+    let newest: Option<String> =
+        tx.query_row("SELECT max(id) FROM notifications", [], |r| r.get(0)).map_err(sql_error)?;
+    if let Some(newest) = newest.filter(|n| *n > from) {
+        set_merged_upto(&tx, &newest)?;
+    }
+    tx.commit().map_err(sql_error)?;
+    Ok(added)
+}
+
 fn insert(
     tx: &Transaction<'_>,
     items: &[NewNotification],
     ids: &mut IdSource,
     events: &mut Vec<InboxEvent>,
+    staged: &mut Staged,
 ) -> Result<Vec<InsertOutcome>, StoreError> {
     let mut outcomes = Vec::with_capacity(items.len());
     let mut created_per_user: HashMap<&str, i64> = HashMap::new();
@@ -344,6 +435,7 @@ fn insert(
                 read_at: None,
             });
             events.push(InboxEvent::Created { notification: notification.clone(), received_at: item.received_at });
+            staged.push((item.user_id.clone(), id));
             outcomes.push(InsertOutcome::Created(notification));
             *created_per_user.entry(item.user_id.as_str()).or_insert(0) += 1;
         }
@@ -412,16 +504,32 @@ fn mark_read(
     Ok(outcome)
 }
 
+/// `recent` is the user's ids not in the `inbox` index yet.
 fn mark_all_read(
     tx: &Transaction<'_>,
     user: &UserId,
+    recent: &[NotificationId],
     now: Timestamp,
     events: &mut Vec<InboxEvent>,
 ) -> Result<u64, StoreError> {
-    let changed = tx
-        .prepare_cached("UPDATE notifications SET read_at = ?1 WHERE user_id = ?2 AND read_at IS NULL")
-        .and_then(|mut s| s.execute(params![now.0, user.as_str()]))
-        .map_err(sql_error)?;
+    let mut changed = 0;
+    let (_, unread) = schema::counts(tx, user)?;
+    if unread > 0 {
+        let mut unread_ids: Vec<String> = tx
+            .prepare_cached(
+                "SELECT i.id FROM inbox i JOIN notifications n ON n.id = i.id \
+                 WHERE i.user_id = ?1 AND n.read_at IS NULL",
+            )
+            .and_then(|mut s| s.query_map(params![user.as_str()], |r| r.get(0))?.collect())
+            .map_err(sql_error)?;
+        unread_ids.extend(recent.iter().map(NotificationId::to_string));
+        let mut update = tx
+            .prepare_cached("UPDATE notifications SET read_at = ?1 WHERE id = ?2 AND read_at IS NULL")
+            .map_err(sql_error)?;
+        for id in &unread_ids {
+            changed += update.execute(params![now.0, id]).map_err(sql_error)?;
+        }
+    }
     clear_unread(tx, user)?;
     // Sent even when nothing changed, so a tab that missed an update converges.
     events.push(InboxEvent::ReadAll { user_id: user.clone() });
@@ -457,4 +565,13 @@ pub fn open(path: &std::path::Path, synchronous: crate::config::Synchronous) -> 
     conn.set_prepared_statement_cache_capacity(32);
     schema::migrate(&mut conn)?;
     Ok(conn)
+}
+
+/// Brings the `inbox` index up to date with everything committed; see [`recover_tail`].
+pub fn prepare(conn: &mut Connection) -> Result<(), StoreError> {
+    let added = recover_tail(conn)?;
+    if added > 0 {
+        tracing::info!(notifications = added, "indexed notifications committed after the last merge");
+    }
+    Ok(())
 }
