@@ -25,6 +25,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// The allocator Herald uses, so the floor is measured on equal terms (and the tool stays light).
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use cli::{Cli, Command};
 use error::BenchError;
 use plan::RunPlan;
