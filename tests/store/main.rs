@@ -22,8 +22,8 @@ fn sqlite() -> Backend {
 }
 
 /// SQLite keeps each user's newest ids in memory until it merges them into its per-user index; these run
-/// the suite with every read answered from the index alone, and from memory alone.
-fn merge_every_group() -> Options {
+/// the suite with merges as soon as possible (a partition after every commit group), and never.
+fn merge_eagerly() -> Options {
     Options { merge_rows: 1, ..Options::new(Synchronous::Full) }
 }
 
@@ -202,17 +202,17 @@ async fn sqlite_ids_keep_increasing_across_a_restart() {
     assert!(next[0] > NotificationId::from_ulid(ahead), "{} is not after {ahead}", next[0]);
 }
 
-/// Runs a conformance check against SQLite with the default merge policy, merging after every group,
-/// and never merging.
+/// Runs a conformance check against SQLite with the default merge policy, merging eagerly, and never
+/// merging.
 macro_rules! sqlite_conformance {
     ($($check:ident),* $(,)?) => {
         mod sqlite_default {
             $(#[tokio::test] async fn $check() { super::$check(super::sqlite()).await; })*
         }
-        mod sqlite_index_only {
-            $(#[tokio::test] async fn $check() { super::$check(super::sqlite_with(super::merge_every_group())).await; })*
+        mod sqlite_merge_eagerly {
+            $(#[tokio::test] async fn $check() { super::$check(super::sqlite_with(super::merge_eagerly())).await; })*
         }
-        mod sqlite_memory_only {
+        mod sqlite_merge_never {
             $(#[tokio::test] async fn $check() { super::$check(super::sqlite_with(super::merge_never())).await; })*
         }
     };
@@ -232,7 +232,8 @@ sqlite_conformance!(
 async fn sqlite_reads_span_the_index_and_the_tail() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("herald.db");
-    // A merge once 7 ids wait: after the second insert of 5, ten are merged; the last three are not.
+    // A merge once 7 ids wait in a partition: after the second insert of 5, alice's ten are merged; the last
+    // three are not.
     let options =
         Options { merge_rows: 7, merge_interval: Duration::from_secs(86_400), ..Options::new(Synchronous::Full) };
     let (tx, mut feed) = mpsc::channel(1024);

@@ -30,7 +30,8 @@ const READERS: usize = 4;
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
     pub synchronous: Synchronous,
-    /// Merge the in-memory tail into the `inbox` index once this many ids wait (see `tail`)…
+    /// Merge a partition of the in-memory tail into the `inbox` index once this many ids wait in it (see
+    /// `tail`; at most one partition is merged per commit group)…
     pub merge_rows: usize,
     /// …or once the oldest has waited this long.
     pub merge_interval: Duration,

@@ -70,7 +70,7 @@ const INBOX: &str = "inbox i JOIN notifications n ON n.id = i.id LEFT JOIN deliv
 /// this is called (see `tail`).
 pub fn list(conn: &mut Connection, user: &UserId, recent: &[NotificationId], q: ListQuery) -> Result<Page, StoreError> {
     let tx = conn.transaction().map_err(sql_error)?;
-    let recent = tail::above(recent, schema::merged_upto(&tx)?);
+    let recent = tail::above(recent, schema::merged_upto(&tx, user)?);
     let offset = u64::from(q.page) * u64::from(q.limit);
     let limit = u64::from(q.limit);
     // The unmerged part first (it is the newest): count what qualifies, keep what falls in the page.
@@ -126,7 +126,7 @@ pub fn snapshot(
     since: Since,
 ) -> Result<Snapshot, StoreError> {
     let tx = conn.transaction().map_err(sql_error)?;
-    let recent = tail::above(recent, schema::merged_upto(&tx)?);
+    let recent = tail::above(recent, schema::merged_upto(&tx, user)?);
     let (_, unread_count) = schema::counts(&tx, user)?;
     let mut budget = Budget::default();
     let (items, more) = match since {

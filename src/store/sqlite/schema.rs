@@ -6,6 +6,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde_json::value::RawValue;
 use ulid::Ulid;
 
+use super::tail;
 use super::writer::sql_error;
 use crate::domain::{Notification, NotificationId, Timestamp, UserId};
 use crate::store::StoreError;
@@ -18,7 +19,8 @@ use crate::store::StoreError;
 ///   commit appends to the table's last pages whatever users it touches.
 /// - `inbox (user_id, id)` is each user's index, written in large sorted batches by the writer's merge
 ///   (see `tail`), so each user's index page is written once per merge rather than once per commit; the ids
-///   not merged yet are kept in memory. `meta.merged_upto` is the newest id the index holds.
+///   not merged yet are kept in memory. Users are split into partitions merged in turns, and
+///   `meta.merged_upto.N` is partition N's merge position.
 /// - `inbox_counts` keeps each user's total and unread counts in a small table whose pages stay hot, so
 ///   counting never scans an inbox and no unread index has to be maintained per insert.
 /// - `deliveries` is an append-mostly log keyed by id (ids are delivered roughly in creation order), so
@@ -81,9 +83,8 @@ CREATE TABLE inbox (
 INSERT INTO notifications (id, user_id, type, title, message, data, created_at, read_at, idempotency_key)
     SELECT id, user_id, type, title, message, data, created_at, read_at, idempotency_key
     FROM notifications_by_user ORDER BY id;
-INSERT INTO inbox (user_id, id) SELECT user_id, id FROM notifications_by_user;
 DROP TABLE notifications_by_user;
-INSERT INTO meta (key, value) SELECT 'merged_upto', id FROM notifications ORDER BY id DESC LIMIT 1;
+-- `inbox` is filled at open, by the writer's recovery (everything past the merge positions, here all).
 "#,
 ];
 
@@ -113,11 +114,17 @@ pub fn counts(conn: &Connection, user: &UserId) -> Result<(u64, u64), StoreError
         .map_err(sql_error)
 }
 
-/// The newest id the `inbox` index holds, as this connection's transaction sees it.
-pub fn merged_upto(conn: &Connection) -> Result<Option<NotificationId>, StoreError> {
+/// The newest of this user's ids the `inbox` index holds (its partition's merge position), as this
+/// connection's transaction sees it.
+pub fn merged_upto(conn: &Connection, user: &UserId) -> Result<Option<NotificationId>, StoreError> {
+    merge_position(conn, tail::partition(user))
+}
+
+/// A partition's merge position: every id of its users up to it is in `inbox`.
+pub fn merge_position(conn: &Connection, partition: usize) -> Result<Option<NotificationId>, StoreError> {
     let text: Option<String> = conn
-        .prepare_cached("SELECT value FROM meta WHERE key = 'merged_upto'")
-        .and_then(|mut s| s.query_row([], |r| r.get(0)).optional())
+        .prepare_cached("SELECT value FROM meta WHERE key = ?1")
+        .and_then(|mut s| s.query_row(params![tail::merged_key(partition)], |r| r.get(0)).optional())
         .map_err(sql_error)?;
     text.map(|t| NotificationId::parse(&t))
         .transpose()

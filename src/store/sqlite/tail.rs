@@ -24,18 +24,38 @@ use std::time::{Duration, Instant};
 
 use crate::domain::{NotificationId, UserId};
 
-/// Merge once this many ids are waiting…
-pub const MERGE_ROWS: usize = 100_000;
-/// …or once the oldest has waited this long.
+/// The tail is split by user into this many partitions, merged one at a time (at most one per commit
+/// group), so a merge pauses the writer for a sixteenth of what merging everything at once would.
+pub const PARTITIONS: usize = 16;
+/// Merge a partition once this many ids wait in it…
+pub const MERGE_ROWS: usize = 100_000 / PARTITIONS;
+/// …or once its oldest has waited this long.
 pub const MERGE_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Which partition a user's ids belong to: FNV-1a of the id, stable across versions and restarts (each
+/// partition's merge position is stored).
+pub fn partition(user: &UserId) -> usize {
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in user.as_str().bytes() {
+        hash = (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193);
+    }
+    hash as usize % PARTITIONS
+}
+
 #[derive(Debug, Default)]
-pub struct Tail {
+struct Part {
     /// Each user's ids not yet in `inbox`, oldest first.
     by_user: HashMap<UserId, Vec<NotificationId>>,
     len: usize,
     /// When the oldest id here was added.
     since: Option<Instant>,
+}
+
+#[derive(Debug, Default)]
+pub struct Tail {
+    parts: [Part; PARTITIONS],
+    /// Where the search for a partition to merge starts next, so they take turns.
+    cursor: usize,
 }
 
 /// The tail, shared by the writer (the only one that changes it) and the readers.
@@ -51,52 +71,65 @@ impl SharedTail {
 
     /// A copy of one user's ids not yet merged, oldest first. Take it before opening the read transaction.
     pub fn user(&self, user: &UserId) -> Vec<NotificationId> {
-        self.lock().by_user.get(user).cloned().unwrap_or_default()
+        self.lock().user(user).to_vec()
     }
 }
 
 impl Tail {
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     pub fn user(&self, user: &UserId) -> &[NotificationId] {
-        self.by_user.get(user).map_or(&[], Vec::as_slice)
+        self.parts[partition(user)].by_user.get(user).map_or(&[], Vec::as_slice)
     }
 
     /// Adds committed ids, which arrive in id order.
     pub fn append(&mut self, entries: impl IntoIterator<Item = (UserId, NotificationId)>) {
         for (user, id) in entries {
-            self.by_user.entry(user).or_default().push(id);
-            self.len += 1;
-        }
-        if self.len > 0 && self.since.is_none() {
-            self.since = Some(Instant::now());
+            let part = &mut self.parts[partition(&user)];
+            part.by_user.entry(user).or_default().push(id);
+            part.len += 1;
+            part.since.get_or_insert_with(Instant::now);
         }
     }
 
-    /// Whether a merge is due.
-    pub fn due(&self, rows: usize, interval: Duration) -> bool {
-        self.len >= rows || self.since.is_some_and(|at| at.elapsed() >= interval)
+    /// The next partition due for a merge (holding `rows` ids, or its oldest older than `interval`), taking
+    /// turns; `None` if none is.
+    pub fn next_due(&mut self, rows: usize, interval: Duration) -> Option<usize> {
+        for step in 0..PARTITIONS {
+            let p = (self.cursor + step) % PARTITIONS;
+            let part = &self.parts[p];
+            if part.len > 0 && (part.len >= rows || part.since.is_some_and(|at| at.elapsed() >= interval)) {
+                self.cursor = (p + 1) % PARTITIONS;
+                return Some(p);
+            }
+        }
+        None
     }
 
-    /// Every entry, sorted by user and then id: the order that writes each index page once.
-    pub fn sorted(&self) -> Vec<(UserId, NotificationId)> {
-        let mut users: Vec<(&UserId, &Vec<NotificationId>)> = self.by_user.iter().collect();
+    /// The partitions holding anything.
+    pub fn nonempty(&self) -> Vec<usize> {
+        (0..PARTITIONS).filter(|&p| self.parts[p].len > 0).collect()
+    }
+
+    /// A partition's entries, sorted by user and then id: the order that writes each index page once.
+    pub fn sorted(&self, p: usize) -> Vec<(UserId, NotificationId)> {
+        let part = &self.parts[p];
+        let mut users: Vec<(&UserId, &Vec<NotificationId>)> = part.by_user.iter().collect();
         users.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        let mut entries = Vec::with_capacity(self.len);
+        let mut entries = Vec::with_capacity(part.len);
         for (user, ids) in users {
             entries.extend(ids.iter().map(|id| (user.clone(), *id)));
         }
         entries
     }
 
-    /// Forgets everything: called once all of it is merged and committed.
-    pub fn clear(&mut self) {
-        self.by_user = HashMap::new();
-        self.len = 0;
-        self.since = None;
+    /// Forgets a partition: called once all of it is merged and committed.
+    pub fn clear(&mut self, p: usize) {
+        self.parts[p] = Part::default();
     }
+}
+
+/// The key in `meta` of a partition's merge position: the newest id of its users that `inbox` holds.
+pub fn merged_key(p: usize) -> String {
+    format!("merged_upto.{p}")
 }
 
 /// The ids of `recent` (ascending) above `merged_upto`: the part of a copied tail not yet in the reader's
@@ -121,17 +154,38 @@ mod tests {
     }
 
     #[test]
-    fn sorted_groups_by_user_then_id() {
+    fn partitions_merge_in_turns_each_sorted_by_user_then_id() {
         let mut tail = Tail::default();
-        tail.append([(user("b"), id(1)), (user("a"), id(2)), (user("b"), id(3))]);
-        let got: Vec<(String, u128)> =
-            tail.sorted().into_iter().map(|(u, i)| (u.as_str().to_owned(), i.as_u128())).collect();
-        assert_eq!(got, vec![("a".into(), 2), ("b".into(), 1), ("b".into(), 3)]);
-        assert!(tail.due(3, MERGE_INTERVAL));
-        assert!(!tail.due(4, MERGE_INTERVAL));
-        tail.clear();
-        assert!(tail.is_empty());
-        assert!(!tail.due(1, Duration::ZERO));
+        // Two users of one partition, one of another.
+        let (a, b) = (user("a"), user("b"));
+        let same = (0..100).map(|i| user(&format!("u{i}"))).find(|u| partition(u) == partition(&a)).unwrap();
+        let other = (0..100).map(|i| user(&format!("u{i}"))).find(|u| partition(u) != partition(&a)).unwrap();
+        let _ = b;
+        tail.append([(same.clone(), id(1)), (a.clone(), id(2)), (same.clone(), id(3)), (other.clone(), id(4))]);
+        assert_eq!(tail.user(&same), &[id(1), id(3)]);
+        let p = partition(&a);
+        let mut want = vec![(a.clone(), id(2)), (same.clone(), id(1)), (same.clone(), id(3))];
+        want.sort();
+        assert_eq!(tail.sorted(p), want);
+        // By rows: only the partition holding three is due; then none, until the other's turn by time.
+        assert_eq!(tail.next_due(3, MERGE_INTERVAL), Some(p));
+        tail.clear(p);
+        assert!(tail.user(&a).is_empty());
+        assert_eq!(tail.next_due(3, MERGE_INTERVAL), None);
+        assert_eq!(tail.next_due(3, Duration::ZERO), Some(partition(&other)));
+        assert_eq!(tail.nonempty(), vec![partition(&other)]);
+        tail.clear(partition(&other));
+        assert!(tail.nonempty().is_empty());
+        assert_eq!(tail.next_due(1, Duration::ZERO), None);
+    }
+
+    #[test]
+    fn partitions_are_stable() {
+        // Stored merge positions depend on these never changing.
+        assert_eq!(partition(&user("alice")), partition(&user("alice")));
+        let spread: std::collections::HashSet<usize> =
+            (0..1000).map(|i| partition(&user(&format!("user-{i}")))).collect();
+        assert_eq!(spread.len(), PARTITIONS);
     }
 
     #[test]
