@@ -71,6 +71,9 @@ impl Sqlite {
         let mut conn = writer::open(path, options.synchronous)
             .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
         writer::prepare(&mut conn)?;
+        let newest_committed = schema::last_id(&conn)?;
+        let tail = SharedTail::default();
+        tail.append(Vec::new(), newest_committed);
         let checkpoint_conn = checkpointer::open(path)
             .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
         let (committed, committed_rx) = std::sync::mpsc::sync_channel(1);
@@ -82,7 +85,6 @@ impl Sqlite {
             .map_err(|e| StoreError::Internal(format!("cannot start the checkpoint thread: {e}")))?;
         let (commands, rx) = mpsc::channel(COMMAND_QUEUE);
         let delivered: PendingDelivered = Arc::new(Mutex::new(Vec::new()));
-        let tail = SharedTail::default();
         let writer = Writer {
             conn,
             committed,
@@ -94,6 +96,9 @@ impl Sqlite {
             tail: tail.clone(),
             merge_rows: options.merge_rows,
             merge_interval: options.merge_interval,
+            merge_cursor: 0,
+            newest_committed,
+            durability_lost: false,
         };
         let handle = std::thread::Builder::new()
             .name("herald-sqlite-writer".into())
@@ -123,10 +128,8 @@ impl Store for Sqlite {
     }
 
     async fn list(&self, user: &UserId, query: ListQuery) -> Result<Page, StoreError> {
-        let user = user.clone();
-        // Copied before the read transaction opens; see `tail`.
-        let recent = self.tail.user(&user);
-        self.readers.run(move |conn| reader::list(conn, &user, &recent, query)).await
+        let (user, tail) = (user.clone(), self.tail.clone());
+        self.readers.run(move |conn| reader::list(conn, &tail, &user, query)).await
     }
 
     async fn unread_count(&self, user: &UserId) -> Result<u64, StoreError> {
@@ -135,10 +138,8 @@ impl Store for Sqlite {
     }
 
     async fn snapshot(&self, user: &UserId, since: Since) -> Result<Snapshot, StoreError> {
-        let user = user.clone();
-        // Copied before the read transaction opens; see `tail`.
-        let recent = self.tail.user(&user);
-        self.readers.run(move |conn| reader::snapshot(conn, &user, &recent, since)).await
+        let (user, tail) = (user.clone(), self.tail.clone());
+        self.readers.run(move |conn| reader::snapshot(conn, &tail, &user, since)).await
     }
 
     async fn mark_read(&self, user: &UserId, ids: Vec<NotificationId>) -> Result<MarkReadOutcome, StoreError> {

@@ -6,11 +6,11 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use rusqlite::{params, Connection, OpenFlags};
+use rusqlite::{params, Connection, OpenFlags, Transaction};
 use tokio::sync::Semaphore;
 
 use super::schema::{self, COLUMNS};
-use super::tail;
+use super::tail::{self, SharedTail};
 use super::writer::sql_error;
 use crate::domain::{Notification, NotificationId, UserId};
 use crate::store::{approximate_size, ListQuery, Page, Since, Snapshot, StoreError, BACKLOG_BYTES};
@@ -66,11 +66,41 @@ impl ReaderPool {
 /// The SQL half of a user's inbox: the merged ids, joined to their rows.
 const INBOX: &str = "inbox i JOIN notifications n ON n.id = i.id LEFT JOIN deliveries d ON d.id = n.id";
 
-/// A page of a user's inbox, newest first. `recent` is the user's unmerged ids, copied from the tail before
-/// this is called (see `tail`).
-pub fn list(conn: &mut Connection, user: &UserId, recent: &[NotificationId], q: ListQuery) -> Result<Page, StoreError> {
-    let tx = conn.transaction().map_err(sql_error)?;
-    let recent = tail::above(recent, schema::merged_upto(&tx, user)?);
+/// How often a reader copies the tail again when a commit lands between its copy and its snapshot; the
+/// window is the writer's few instructions between its commit and its append, so one retry is the most
+/// ever seen in practice.
+const SETTLE_ATTEMPTS: usize = 1000;
+
+/// Opens a read transaction that agrees with a copy of the user's unmerged ids (see `tail`), and runs `f`
+/// with it and the copied ids not yet in its view of the index.
+fn consistent<T>(
+    conn: &mut Connection,
+    tail: &SharedTail,
+    user: &UserId,
+    f: impl FnOnce(&Transaction<'_>, &[NotificationId]) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    for _ in 0..SETTLE_ATTEMPTS {
+        let (committed, recent) = tail.read(user);
+        // Deferred: the snapshot starts with this first read, after the copy.
+        let tx = conn.transaction().map_err(sql_error)?;
+        if schema::last_id(&tx)? > committed {
+            drop(tx);
+            std::thread::yield_now();
+            continue;
+        }
+        let recent = tail::above(&recent, schema::merged_upto(&tx, user)?);
+        return f(&tx, recent);
+    }
+    Err(StoreError::Unavailable("the store's index did not settle".into()))
+}
+
+/// A page of a user's inbox, newest first.
+pub fn list(conn: &mut Connection, tail: &SharedTail, user: &UserId, q: ListQuery) -> Result<Page, StoreError> {
+    consistent(conn, tail, user, |tx, recent| list_in(tx, user, recent, q))
+}
+
+fn list_in(tx: &Transaction<'_>, user: &UserId, recent: &[NotificationId], q: ListQuery) -> Result<Page, StoreError> {
+    let (total, unread_count) = schema::counts(tx, user)?;
     let offset = u64::from(q.page) * u64::from(q.limit);
     let limit = u64::from(q.limit);
     // The unmerged part first (it is the newest): count what qualifies, keep what falls in the page.
@@ -82,7 +112,7 @@ pub fn list(conn: &mut Connection, user: &UserId, recent: &[NotificationId], q: 
         }
         let in_page = qualifying >= offset;
         if q.unread_only || in_page {
-            let Some(n) = schema::fetch(&tx, user, *id)? else { continue };
+            let Some(n) = schema::fetch(tx, user, *id)? else { continue };
             if q.unread_only && n.read {
                 continue;
             }
@@ -92,23 +122,25 @@ pub fn list(conn: &mut Connection, user: &UserId, recent: &[NotificationId], q: 
         }
         qualifying += 1;
     }
-    if (items.len() as u64) < limit {
-        // Every unmerged id was looked at, so `qualifying` is complete.
+    // Every unmerged id was looked at if the page is not full, so `qualifying` is complete. Unread rows are
+    // found by walking the index; the unread count bounds the walk (no more than that many exist).
+    let sql_offset = offset.saturating_sub(qualifying);
+    let mut rest = limit - items.len() as u64;
+    if q.unread_only {
+        rest = rest.min(unread_count.saturating_sub(qualifying).saturating_sub(sql_offset));
+    }
+    if rest > 0 {
         let filter = if q.unread_only { " AND n.read_at IS NULL" } else { "" };
         let mut stmt = tx
             .prepare_cached(&format!(
                 "SELECT {COLUMNS} FROM {INBOX} WHERE i.user_id = ?1{filter} ORDER BY i.id DESC LIMIT ?2 OFFSET ?3"
             ))
             .map_err(sql_error)?;
-        let rest = limit - items.len() as u64;
-        let rows = stmt
-            .query_map(params![user.as_str(), rest, offset.saturating_sub(qualifying)], schema::from_row)
-            .map_err(sql_error)?;
+        let rows = stmt.query_map(params![user.as_str(), rest, sql_offset], schema::from_row).map_err(sql_error)?;
         for row in rows {
             items.push(row.map_err(sql_error)?);
         }
     }
-    let (total, unread_count) = schema::counts(&tx, user)?;
     let total = if q.unread_only { unread_count } else { total };
     Ok(Page { items, total, unread_count })
 }
@@ -117,17 +149,18 @@ pub fn unread_count(conn: &mut Connection, user: &UserId) -> Result<u64, StoreEr
     schema::counts(conn, user).map(|(_, unread)| unread)
 }
 
-/// What a connecting client is sent first. `recent` is the user's unmerged ids, copied from the tail before
-/// this is called (see `tail`).
-pub fn snapshot(
-    conn: &mut Connection,
+/// What a connecting client is sent first.
+pub fn snapshot(conn: &mut Connection, tail: &SharedTail, user: &UserId, since: Since) -> Result<Snapshot, StoreError> {
+    consistent(conn, tail, user, |tx, recent| snapshot_in(tx, user, recent, since))
+}
+
+fn snapshot_in(
+    tx: &Transaction<'_>,
     user: &UserId,
     recent: &[NotificationId],
     since: Since,
 ) -> Result<Snapshot, StoreError> {
-    let tx = conn.transaction().map_err(sql_error)?;
-    let recent = tail::above(recent, schema::merged_upto(&tx, user)?);
-    let (_, unread_count) = schema::counts(&tx, user)?;
+    let (_, unread_count) = schema::counts(tx, user)?;
     let mut budget = Budget::default();
     let (items, more) = match since {
         Since::Unread { limit } => {
@@ -138,20 +171,21 @@ pub fn snapshot(
                 if items.len() == limit || budget.trimmed {
                     break;
                 }
-                if let Some(n) = schema::fetch(&tx, user, *id)?.filter(|n| !n.read) {
+                if let Some(n) = schema::fetch(tx, user, *id)?.filter(|n| !n.read) {
                     budget.admit(n, &mut items);
                 }
             }
-            if items.len() < limit && !budget.trimmed {
+            // No more unread rows exist than the count says: it bounds the walk of the index.
+            let rest = (limit - items.len())
+                .min(usize::try_from(unread_count).unwrap_or(usize::MAX).saturating_sub(items.len()));
+            if rest > 0 && !budget.trimmed {
                 let mut stmt = tx
                     .prepare_cached(&format!(
                         "SELECT {COLUMNS} FROM {INBOX} WHERE i.user_id = ?1 AND n.read_at IS NULL \
                          ORDER BY i.id DESC LIMIT ?2"
                     ))
                     .map_err(sql_error)?;
-                let rows = stmt
-                    .query_map(params![user.as_str(), (limit - items.len()) as u64], schema::from_row)
-                    .map_err(sql_error)?;
+                let rows = stmt.query_map(params![user.as_str(), rest as u64], schema::from_row).map_err(sql_error)?;
                 for row in rows {
                     if !budget.admit(row.map_err(sql_error)?, &mut items) {
                         break;
@@ -185,7 +219,7 @@ pub fn snapshot(
                 if items.len() == want || budget.trimmed {
                     break;
                 }
-                if let Some(n) = schema::fetch(&tx, user, *recent_id)? {
+                if let Some(n) = schema::fetch(tx, user, *recent_id)? {
                     budget.admit(n, &mut items);
                 }
             }

@@ -114,6 +114,17 @@ pub fn counts(conn: &Connection, user: &UserId) -> Result<(u64, u64), StoreError
         .map_err(sql_error)
 }
 
+/// The newest id created by a committed transaction (`meta.last_id`), as this connection sees it.
+pub fn last_id(conn: &Connection) -> Result<Option<NotificationId>, StoreError> {
+    let text: Option<String> = conn
+        .prepare_cached("SELECT value FROM meta WHERE key = 'last_id'")
+        .and_then(|mut s| s.query_row([], |r| r.get(0)).optional())
+        .map_err(sql_error)?;
+    text.map(|t| NotificationId::parse(&t))
+        .transpose()
+        .map_err(|_| StoreError::Internal("meta.last_id is not a ULID".into()))
+}
+
 /// The newest of this user's ids the `inbox` index holds (its partition's merge position), as this
 /// connection's transaction sees it.
 pub fn merged_upto(conn: &Connection, user: &UserId) -> Result<Option<NotificationId>, StoreError> {

@@ -8,12 +8,15 @@
 //! they received since the last one. Until then a user's newest ids are found here.
 //!
 //! Consistency with readers (each on its own connection and snapshot):
-//! - the writer appends ids here only after the commit that stored them, and removes them only after the
-//!   merge that put them in `inbox` (and moved `meta.merged_upto` past them) has committed;
-//! - a reader copies a user's ids *before* it opens its read transaction, so the transaction sees every
-//!   copied id's row, and an `inbox` holding everything up to its `merged_upto`, which is at least where the
-//!   copied ids start. The reader keeps the copied ids above its `merged_upto` and reads the rest from
-//!   `inbox`: nothing is missed and nothing is counted twice.
+//! - the writer appends ids here only after the commit that stored them, then publishes the newest id
+//!   committed so far (`committed`); it removes ids only after the merge that put them in `inbox` (and
+//!   moved the partition's merge position past them) has committed;
+//! - a reader reads `committed`, copies the user's ids, and only then opens its read transaction. Every
+//!   copied id's row is visible to it, and its `inbox` holds everything up to its merge position, which is
+//!   at least where the copied ids start; it keeps the copied ids above that position. If the transaction
+//!   sees a newer `meta.last_id` than the `committed` it read, a commit landed between its copy and its
+//!   snapshot whose ids the copy may lack: it copies again (see `reader::consistent`). So the items a
+//!   reader returns agree with the counts it reads in the same transaction.
 //!
 //! Nothing here needs to survive a restart: at open, the writer merges whatever `notifications` holds past
 //! `merged_upto` before anyone reads.
@@ -51,79 +54,86 @@ struct Part {
     since: Option<Instant>,
 }
 
+/// The tail, shared by the writer (the only one that changes it) and the readers. Each partition has its
+/// own lock, so a reader copying one user's ids never waits for a merge of another partition.
+#[derive(Debug, Clone, Default)]
+pub struct SharedTail(Arc<Inner>);
+
 #[derive(Debug, Default)]
-pub struct Tail {
-    parts: [Part; PARTITIONS],
-    /// Where the search for a partition to merge starts next, so they take turns.
-    cursor: usize,
+struct Inner {
+    parts: [Mutex<Part>; PARTITIONS],
+    /// The newest id whose commit the partitions reflect.
+    committed: Mutex<Option<NotificationId>>,
 }
 
-/// The tail, shared by the writer (the only one that changes it) and the readers.
-#[derive(Debug, Clone, Default)]
-pub struct SharedTail(Arc<Mutex<Tail>>);
+/// Every change is a plain push, swap or store that cannot leave the data half-changed, so a panic
+/// elsewhere while a lock was held leaves usable data.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 impl SharedTail {
-    pub fn lock(&self) -> MutexGuard<'_, Tail> {
-        // Every change is a plain push or clear that cannot leave the map half-changed, so a panic elsewhere
-        // while the lock was held leaves usable data.
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn part(&self, p: usize) -> MutexGuard<'_, Part> {
+        lock(&self.0.parts[p])
     }
 
-    /// A copy of one user's ids not yet merged, oldest first. Take it before opening the read transaction.
+    /// For a reader, before it opens its transaction: the newest id committed so far, then a copy of the
+    /// user's ids not yet merged (oldest first), in that order.
+    pub fn read(&self, user: &UserId) -> (Option<NotificationId>, Vec<NotificationId>) {
+        let committed = *lock(&self.0.committed);
+        (committed, self.user(user))
+    }
+
+    /// A copy of one user's ids not yet merged, oldest first.
     pub fn user(&self, user: &UserId) -> Vec<NotificationId> {
-        self.lock().user(user).to_vec()
-    }
-}
-
-impl Tail {
-    pub fn user(&self, user: &UserId) -> &[NotificationId] {
-        self.parts[partition(user)].by_user.get(user).map_or(&[], Vec::as_slice)
+        self.part(partition(user)).by_user.get(user).cloned().unwrap_or_default()
     }
 
-    /// Adds committed ids, which arrive in id order.
-    pub fn append(&mut self, entries: impl IntoIterator<Item = (UserId, NotificationId)>) {
-        for (user, id) in entries {
-            let part = &mut self.parts[partition(&user)];
-            part.by_user.entry(user).or_default().push(id);
-            part.len += 1;
+    /// Adds committed ids (in id order), then records `committed` as the newest id committed so far.
+    pub fn append(&self, entries: Vec<(UserId, NotificationId)>, committed: Option<NotificationId>) {
+        let mut entries = entries.into_iter().peekable();
+        while let Some((user, id)) = entries.next() {
+            let p = partition(&user);
+            let mut part = self.part(p);
             part.since.get_or_insert_with(Instant::now);
-        }
-    }
-
-    /// The next partition due for a merge (holding `rows` ids, or its oldest older than `interval`), taking
-    /// turns; `None` if none is.
-    pub fn next_due(&mut self, rows: usize, interval: Duration) -> Option<usize> {
-        for step in 0..PARTITIONS {
-            let p = (self.cursor + step) % PARTITIONS;
-            let part = &self.parts[p];
-            if part.len > 0 && (part.len >= rows || part.since.is_some_and(|at| at.elapsed() >= interval)) {
-                self.cursor = (p + 1) % PARTITIONS;
-                return Some(p);
+            part.len += 1;
+            part.by_user.entry(user).or_default().push(id);
+            // Consecutive entries of the same partition under one lock.
+            while let Some((user, id)) = entries.next_if(|(u, _)| partition(u) == p) {
+                part.len += 1;
+                part.by_user.entry(user).or_default().push(id);
             }
         }
-        None
+        let mut newest = lock(&self.0.committed);
+        if committed > *newest {
+            *newest = committed;
+        }
     }
 
-    /// The partitions holding anything.
-    pub fn nonempty(&self) -> Vec<usize> {
-        (0..PARTITIONS).filter(|&p| self.parts[p].len > 0).collect()
+    /// How many ids wait in a partition, and how long the oldest has waited.
+    pub fn load(&self, p: usize) -> (usize, Option<Duration>) {
+        let part = self.part(p);
+        (part.len, part.since.map(|at| at.elapsed()))
     }
 
     /// A partition's entries, sorted by user and then id: the order that writes each index page once.
     pub fn sorted(&self, p: usize) -> Vec<(UserId, NotificationId)> {
-        let part = &self.parts[p];
-        let mut users: Vec<(&UserId, &Vec<NotificationId>)> = part.by_user.iter().collect();
-        users.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        let mut entries = Vec::with_capacity(part.len);
+        let mut users: Vec<(UserId, Vec<NotificationId>)> = {
+            let part = self.part(p);
+            part.by_user.iter().map(|(u, ids)| (u.clone(), ids.clone())).collect()
+        };
+        users.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut entries = Vec::with_capacity(users.iter().map(|(_, ids)| ids.len()).sum());
         for (user, ids) in users {
-            entries.extend(ids.iter().map(|id| (user.clone(), *id)));
+            entries.extend(ids.into_iter().map(|id| (user.clone(), id)));
         }
         entries
     }
 
-    /// Forgets a partition: called once all of it is merged and committed.
-    pub fn clear(&mut self, p: usize) {
-        self.parts[p] = Part::default();
+    /// Forgets the first `merged` ids of a partition's users, as returned by [`sorted`](Self::sorted): called
+    /// once they are merged and committed. Only the writer appends, so nothing was added meanwhile.
+    pub fn clear(&self, p: usize) {
+        *self.part(p) = Part::default();
     }
 }
 
@@ -154,29 +164,30 @@ mod tests {
     }
 
     #[test]
-    fn partitions_merge_in_turns_each_sorted_by_user_then_id() {
-        let mut tail = Tail::default();
-        // Two users of one partition, one of another.
-        let (a, b) = (user("a"), user("b"));
+    fn partitions_hold_each_users_ids_sorted_for_a_merge() {
+        let tail = SharedTail::default();
+        let a = user("a");
         let same = (0..100).map(|i| user(&format!("u{i}"))).find(|u| partition(u) == partition(&a)).unwrap();
         let other = (0..100).map(|i| user(&format!("u{i}"))).find(|u| partition(u) != partition(&a)).unwrap();
-        let _ = b;
-        tail.append([(same.clone(), id(1)), (a.clone(), id(2)), (same.clone(), id(3)), (other.clone(), id(4))]);
-        assert_eq!(tail.user(&same), &[id(1), id(3)]);
+        assert_eq!(tail.read(&a), (None, vec![]));
+        tail.append(
+            vec![(same.clone(), id(1)), (a.clone(), id(2)), (same.clone(), id(3)), (other.clone(), id(4))],
+            Some(id(4)),
+        );
+        assert_eq!(tail.read(&same), (Some(id(4)), vec![id(1), id(3)]));
         let p = partition(&a);
         let mut want = vec![(a.clone(), id(2)), (same.clone(), id(1)), (same.clone(), id(3))];
         want.sort();
         assert_eq!(tail.sorted(p), want);
-        // By rows: only the partition holding three is due; then none, until the other's turn by time.
-        assert_eq!(tail.next_due(3, MERGE_INTERVAL), Some(p));
+        assert_eq!(tail.load(p).0, 3);
+        assert!(tail.load(p).1.is_some());
         tail.clear(p);
         assert!(tail.user(&a).is_empty());
-        assert_eq!(tail.next_due(3, MERGE_INTERVAL), None);
-        assert_eq!(tail.next_due(3, Duration::ZERO), Some(partition(&other)));
-        assert_eq!(tail.nonempty(), vec![partition(&other)]);
-        tail.clear(partition(&other));
-        assert!(tail.nonempty().is_empty());
-        assert_eq!(tail.next_due(1, Duration::ZERO), None);
+        assert_eq!(tail.load(p), (0, None));
+        assert_eq!(tail.user(&other), vec![id(4)]);
+        // The committed mark never goes back.
+        tail.append(vec![], Some(id(2)));
+        assert_eq!(tail.read(&other).0, Some(id(4)));
     }
 
     #[test]

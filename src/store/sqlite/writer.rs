@@ -68,7 +68,21 @@ pub struct Writer {
     pub tail: SharedTail,
     pub merge_rows: usize,
     pub merge_interval: std::time::Duration,
+    /// Which partition's turn it is to be merged next.
+    pub merge_cursor: usize,
+    /// The newest id created by a committed transaction (what `meta.last_id` holds).
+    pub newest_committed: Option<NotificationId>,
+    /// Set when a merge could not put `synchronous` back: the writer stops rather than commit without the
+    /// durability it was configured with.
+    pub durability_lost: bool,
 }
+
+/// After a commit group, merges take at most this long, unless a partition is overfull (below); the first
+/// due partition is merged whatever the time.
+const MERGE_BUDGET: std::time::Duration = std::time::Duration::from_millis(2);
+/// A partition holding this many times `merge_rows` is merged at once, whatever the budget: bounds memory
+/// when groups are large and few.
+const OVERFULL: usize = 8;
 
 /// What a command produced, before the commit decides whether its caller hears it.
 enum Output {
@@ -184,6 +198,10 @@ impl Writer {
             let stop = self.commit_group(group, &mut ids);
             self.merge(stop.is_some());
             self.restart_wal_if_long();
+            if self.durability_lost {
+                tracing::error!("the writer cannot restore its configured durability; it stops, and writes fail");
+                return;
+            }
             metrics::histogram!("herald_store_commit_seconds").record(started.elapsed().as_secs_f64());
             metrics::histogram!("herald_store_group_size").record(size as f64);
             if let Some(reply) = stop {
@@ -255,7 +273,7 @@ impl Writer {
                 }
                 Command::MarkAllRead { user, .. } => {
                     // The user's ids not in the index yet: merged-later ones, and those created in this group.
-                    let mut recent = self.tail.lock().user(user).to_vec();
+                    let mut recent = self.tail.user(user);
                     recent.extend(staged.iter().filter(|(u, _)| u == user).map(|(_, id)| *id));
                     Output::AllRead(mark_all_read(&tx, user, &recent, now, &mut events)?)
                 }
@@ -268,8 +286,9 @@ impl Writer {
         ids.record(&tx)?;
         tx.commit().map_err(sql_error)?;
         // Before the events go out: a client that connects on hearing one must find its notification.
-        if !staged.is_empty() {
-            self.tail.lock().append(staged);
+        if let Some(&(_, newest)) = staged.last() {
+            self.newest_committed = self.newest_committed.max(Some(newest));
+            self.tail.append(staged, self.newest_committed);
         }
         // Full means a wake-up is already pending; the checkpointer takes everything committed so far.
         let _ = self.committed.try_send(());
@@ -295,29 +314,50 @@ impl Writer {
         self.wal_frames.store(left, Ordering::Relaxed);
     }
 
-    /// Writes one due partition of the tail into the `inbox` index (every partition when `all`), in one
-    /// transaction sorted by user, then forgets it. On failure the partition is kept and tried again later.
+    /// Merges due partitions of the tail into the `inbox` index, taking turns: the first due one, more while
+    /// within [`MERGE_BUDGET`], and any overfull one; every partition holding anything when `all`.
     fn merge(&mut self, all: bool) {
-        let due = {
-            let mut tail = self.tail.lock();
-            if all {
-                tail.nonempty()
-            } else {
-                tail.next_due(self.merge_rows, self.merge_interval).into_iter().collect()
+        let started = Instant::now();
+        let mut merged_any = false;
+        for step in 0..tail::PARTITIONS {
+            let p = (self.merge_cursor + step) % tail::PARTITIONS;
+            let (len, age) = self.tail.load(p);
+            if len == 0 {
+                continue;
             }
-        };
-        for p in due {
-            let entries = self.tail.lock().sorted(p);
-            let started = Instant::now();
-            match merge(&mut self.conn, p, &entries) {
-                Ok(()) => {
-                    self.tail.lock().clear(p);
-                    let _ = self.committed.try_send(());
-                    metrics::histogram!("herald_store_merge_seconds").record(started.elapsed().as_secs_f64());
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, entries = entries.len(), "could not merge the inbox index; will retry")
-                }
+            let due = len >= self.merge_rows || age.is_some_and(|a| a >= self.merge_interval);
+            let overfull = len >= self.merge_rows.saturating_mul(OVERFULL);
+            let in_budget = !merged_any || started.elapsed() < MERGE_BUDGET;
+            if all || overfull || (due && in_budget) {
+                self.merge_partition(p);
+                self.merge_cursor = (p + 1) % tail::PARTITIONS;
+                merged_any = true;
+            }
+        }
+    }
+
+    /// Merges one partition in its own transaction, then forgets it; on failure it is kept and tried again
+    /// after a later group.
+    fn merge_partition(&mut self, p: usize) {
+        let entries = self.tail.sorted(p);
+        // Partitions with nothing waiting (and this one, once merged) hold every id up to the newest
+        // committed: their merge positions move there too, so a quiet partition does not hold back the
+        // recovery at the next open.
+        let settled: Vec<usize> = (0..tail::PARTITIONS).filter(|&q| q == p || self.tail.load(q).0 == 0).collect();
+        let started = Instant::now();
+        let result = merge(&mut self.conn, &entries, &settled, self.newest_committed);
+        match result {
+            Ok(()) => {
+                self.tail.clear(p);
+                let _ = self.committed.try_send(());
+                metrics::histogram!("herald_store_merge_seconds").record(started.elapsed().as_secs_f64());
+            }
+            Err(MergeError::Store(e)) => {
+                tracing::warn!(error = %e, entries = entries.len(), "could not merge the inbox index; will retry")
+            }
+            Err(MergeError::Durability(e)) => {
+                tracing::error!(error = %e, "could not restore synchronous after a merge");
+                self.durability_lost = true;
             }
         }
     }
@@ -332,27 +372,44 @@ impl Writer {
     }
 }
 
-/// Adds a partition's sorted (user, id) entries to the `inbox` index and moves its merge position to the
-/// newest.
+enum MergeError {
+    /// The merge did not commit; nothing changed.
+    Store(StoreError),
+    /// The merge committed, but `synchronous` could not be set back.
+    Durability(StoreError),
+}
+
+/// Adds a partition's sorted (user, id) entries to the `inbox` index and moves the merge positions of the
+/// `settled` partitions (every id of theirs is then indexed) to `newest`.
 ///
 /// The index is derived data, so a merge is committed without an fsync of its own (`synchronous=NORMAL`,
 /// which in WAL mode keeps the database consistent, only not durable): the next write's fsync covers its
-/// frames, and if a crash comes first, the merge is lost whole with its merge position, and recovery at
-/// open redoes it. A merge with its own fsync cost the writer a fifth of its time under load.
-fn merge(conn: &mut Connection, partition: usize, entries: &[(UserId, NotificationId)]) -> Result<(), StoreError> {
-    let configured: i64 = conn.pragma_query_value(None, "synchronous", |r| r.get(0)).map_err(sql_error)?;
-    conn.pragma_update(None, "synchronous", "NORMAL").map_err(sql_error)?;
-    let merged = merge_in_transaction(conn, partition, entries);
-    let restored = conn.pragma_update(None, "synchronous", configured).map_err(sql_error);
-    merged.and(restored)
+/// frames, and if a crash comes first, the merge is lost whole with its positions, and recovery at open
+/// redoes it. A merge with its own fsync cost the writer a fifth of its time under load.
+fn merge(
+    conn: &mut Connection,
+    entries: &[(UserId, NotificationId)],
+    settled: &[usize],
+    newest: Option<NotificationId>,
+) -> Result<(), MergeError> {
+    let configured: i64 =
+        conn.pragma_query_value(None, "synchronous", |r| r.get(0)).map_err(|e| MergeError::Store(sql_error(e)))?;
+    conn.pragma_update(None, "synchronous", "NORMAL").map_err(|e| MergeError::Store(sql_error(e)))?;
+    let merged = merge_in_transaction(conn, entries, settled, newest).map_err(MergeError::Store);
+    let mut restored = conn.pragma_update(None, "synchronous", configured);
+    if restored.is_err() {
+        restored = conn.pragma_update(None, "synchronous", configured);
+    }
+    restored.map_err(|e| MergeError::Durability(sql_error(e)))?;
+    merged
 }
 
 fn merge_in_transaction(
     conn: &mut Connection,
-    partition: usize,
     entries: &[(UserId, NotificationId)],
+    settled: &[usize],
+    newest: Option<NotificationId>,
 ) -> Result<(), StoreError> {
-    let Some(newest) = entries.iter().map(|(_, id)| *id).max() else { return Ok(()) };
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql_error)?;
     {
         let mut add =
@@ -363,7 +420,12 @@ fn merge_in_transaction(
             add.execute(params![user.as_str(), &*text]).map_err(sql_error)?;
         }
     }
-    set_merge_position(&tx, partition, &newest.to_string())?;
+    if let Some(newest) = newest {
+        let newest = newest.to_string();
+        for &p in settled {
+            set_merge_position(&tx, p, &newest)?;
+        }
+    }
     tx.commit().map_err(sql_error)
 }
 
@@ -533,7 +595,9 @@ fn mark_read(
     Ok(outcome)
 }
 
-/// `recent` is the user's ids not in the `inbox` index yet.
+/// `recent` is the user's ids not in the `inbox` index yet. The user's unread count bounds the work: the
+/// newest unread rows are marked until as many as it says are found, so a user who reads often costs a
+/// short walk, not a scan of their whole history.
 fn mark_all_read(
     tx: &Transaction<'_>,
     user: &UserId,
@@ -541,28 +605,33 @@ fn mark_all_read(
     now: Timestamp,
     events: &mut Vec<InboxEvent>,
 ) -> Result<u64, StoreError> {
-    let mut changed = 0;
+    let mut changed = 0u64;
     let (_, unread) = schema::counts(tx, user)?;
     if unread > 0 {
-        let mut unread_ids: Vec<String> = tx
-            .prepare_cached(
-                "SELECT i.id FROM inbox i JOIN notifications n ON n.id = i.id \
-                 WHERE i.user_id = ?1 AND n.read_at IS NULL",
-            )
-            .and_then(|mut s| s.query_map(params![user.as_str()], |r| r.get(0))?.collect())
+        let mut one = tx
+            .prepare_cached("UPDATE notifications SET read_at = ?1 WHERE id = ?2 AND user_id = ?3 AND read_at IS NULL")
             .map_err(sql_error)?;
-        unread_ids.extend(recent.iter().map(NotificationId::to_string));
-        let mut update = tx
-            .prepare_cached("UPDATE notifications SET read_at = ?1 WHERE id = ?2 AND read_at IS NULL")
-            .map_err(sql_error)?;
-        for id in &unread_ids {
-            changed += update.execute(params![now.0, id]).map_err(sql_error)?;
+        let mut buf = [0u8; ulid::ULID_LEN];
+        for id in recent {
+            let text = ulid::Ulid(id.as_u128()).array_to_str(&mut buf);
+            changed += one.execute(params![now.0, &*text, user.as_str()]).map_err(sql_error)? as u64;
+        }
+        let left = unread.saturating_sub(changed);
+        if left > 0 {
+            changed += tx
+                .prepare_cached(
+                    "UPDATE notifications SET read_at = ?1 WHERE id IN ( \
+                     SELECT i.id FROM inbox i JOIN notifications n ON n.id = i.id \
+                     WHERE i.user_id = ?2 AND n.read_at IS NULL ORDER BY i.id DESC LIMIT ?3)",
+                )
+                .and_then(|mut s| s.execute(params![now.0, user.as_str(), i64::try_from(left).unwrap_or(i64::MAX)]))
+                .map_err(sql_error)? as u64;
         }
     }
     clear_unread(tx, user)?;
     // Sent even when nothing changed, so a tab that missed an update converges.
     events.push(InboxEvent::ReadAll { user_id: user.clone() });
-    Ok(changed as u64)
+    Ok(changed)
 }
 
 fn mark_delivered(tx: &Transaction<'_>, marks: &[NotificationId], now: Timestamp) -> Result<(), StoreError> {
@@ -587,7 +656,6 @@ pub fn open(path: &std::path::Path, synchronous: crate::config::Synchronous) -> 
     conn.pragma_update(None, "synchronous", sync)?;
     conn.pragma_update(None, "busy_timeout", 5000)?;
     conn.pragma_update(None, "cache_size", -65536)?;
-    conn.pragma_update(None, "temp_store", "MEMORY")?;
     // Checkpoints run on their own thread (see `checkpointer`), not inside the writer's commits.
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
@@ -602,7 +670,8 @@ pub fn prepare(conn: &mut Connection) -> Result<(), StoreError> {
     if added > 0 {
         tracing::info!(notifications = added, "indexed notifications committed after the last merge");
     }
-    Ok(())
+    // Only now: the migration and the recovery may sort a whole table, which must be free to spill to disk.
+    conn.pragma_update(None, "temp_store", "MEMORY").map_err(sql_error)
 }
 
 #[cfg(test)]
@@ -617,7 +686,7 @@ mod tests {
         let user = UserId::parse("alice").unwrap();
         let id = NotificationId::from_ulid(ulid::Ulid::new());
         let p = tail::partition(&user);
-        merge(&mut conn, p, &[(user.clone(), id)]).unwrap();
+        assert!(merge(&mut conn, &[(user.clone(), id)], &[p], Some(id)).is_ok());
         let sync: i64 = conn.pragma_query_value(None, "synchronous", |r| r.get(0)).unwrap();
         assert_eq!(sync, 2, "FULL again after the merge");
         let indexed: i64 = conn
