@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use self::reader::ReaderPool;
 use self::tail::SharedTail;
+pub use self::tail::PARTITIONS;
 use self::writer::{Command, PendingDelivered, Writer};
 use crate::config::Synchronous;
 use crate::domain::{InboxEvent, NewNotification, NotificationId, UserId};

@@ -27,9 +27,10 @@ use std::time::{Duration, Instant};
 
 use crate::domain::{NotificationId, UserId};
 
-/// The tail is split by user into this many partitions, merged one at a time (at most one per commit
-/// group), so a merge pauses the writer for a sixteenth of what merging everything at once would.
-pub const PARTITIONS: usize = 16;
+/// The tail is split by user into this many partitions, merged in turns after commit groups, so a merge
+/// pauses the writer for a small fraction of what merging everything at once would (16 partitions left
+/// merges of ~10 ms at 70,000 notifications/s; 64 brought them to ~3 ms).
+pub const PARTITIONS: usize = 64;
 /// Merge a partition once this many ids wait in it…
 pub const MERGE_ROWS: usize = 100_000 / PARTITIONS;
 /// …or once its oldest has waited this long.
@@ -59,11 +60,17 @@ struct Part {
 #[derive(Debug, Clone, Default)]
 pub struct SharedTail(Arc<Inner>);
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Inner {
     parts: [Mutex<Part>; PARTITIONS],
     /// The newest id whose commit the partitions reflect.
     committed: Mutex<Option<NotificationId>>,
+}
+
+impl Default for Inner {
+    fn default() -> Self {
+        Self { parts: std::array::from_fn(|_| Mutex::default()), committed: Mutex::default() }
+    }
 }
 
 /// Every change is a plain push, swap or store that cannot leave the data half-changed, so a panic
