@@ -338,6 +338,7 @@ async fn sqlite_migrates_the_previous_layout() {
     expected.reverse();
     assert_eq!(page.items.iter().map(|n| n.id).collect::<Vec<_>>(), expected);
     assert!(page.items.iter().any(|n| n.id == NotificationId::from_ulid(a) && n.read));
+    assert_eq!((page.total, page.unread_count), (2, 1), "counts are recounted from the rows");
     let repeat = store.insert(vec![new("alice", "again", Some("k"))]).await.unwrap();
     assert!(matches!(&repeat[0], InsertOutcome::Existing(n) if n.id == NotificationId::from_ulid(c)));
     let fresh = created_ids(&store.insert(vec![new("alice", "new", None)]).await.unwrap());

@@ -26,6 +26,8 @@ const COMMAND_QUEUE: usize = 4096;
 /// Delivered marks kept for the next commit at most; past this they are dropped (they are informational).
 const MAX_PENDING_DELIVERED: usize = 1_000_000;
 const READERS: usize = 4;
+/// How long delivered marks may wait for a write to ride along with before they get a commit of their own.
+const DELIVERED_FLUSH_DELAY: Duration = Duration::from_millis(200);
 
 /// How the store runs; [`Options::new`] gives the defaults for a durability setting.
 #[derive(Debug, Clone, Copy)]
@@ -134,8 +136,8 @@ impl Store for Sqlite {
     }
 
     async fn unread_count(&self, user: &UserId) -> Result<u64, StoreError> {
-        let user = user.clone();
-        self.readers.run(move |conn| reader::unread_count(conn, &user)).await
+        let (user, tail) = (user.clone(), self.tail.clone());
+        self.readers.run(move |conn| reader::unread_count(conn, &tail, &user)).await
     }
 
     async fn snapshot(&self, user: &UserId, since: Since) -> Result<Snapshot, StoreError> {
@@ -166,9 +168,19 @@ impl Store for Sqlite {
         }
         pending.extend_from_slice(ids);
         drop(pending);
-        // One wake-up per batch is enough: the writer takes everything pending when it runs.
+        // The writer takes pending marks with every group it commits; under load they ride along with the
+        // writes. One wake-up, a little later, makes sure they are recorded when nothing else is written
+        // (a wake-up per batch of marks cost a commit and an fsync each: most of the writer's commits when
+        // small batches were published).
         if was_empty {
-            let _ = self.commands.try_send(Command::FlushDelivered);
+            let commands = self.commands.clone();
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => drop(runtime.spawn(async move {
+                    tokio::time::sleep(DELIVERED_FLUSH_DELAY).await;
+                    let _ = commands.try_send(Command::FlushDelivered);
+                })),
+                Err(_) => drop(commands.try_send(Command::FlushDelivered)),
+            }
         }
     }
 

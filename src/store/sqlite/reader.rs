@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use rusqlite::{params, Connection, OpenFlags, Transaction};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
 use tokio::sync::Semaphore;
 
 use super::schema::{self, COLUMNS};
@@ -100,7 +100,7 @@ pub fn list(conn: &mut Connection, tail: &SharedTail, user: &UserId, q: ListQuer
 }
 
 fn list_in(tx: &Transaction<'_>, user: &UserId, recent: &[NotificationId], q: ListQuery) -> Result<Page, StoreError> {
-    let (total, unread_count) = schema::counts(tx, user)?;
+    let (total, unread_count) = counts(tx, user, recent)?;
     let offset = u64::from(q.page) * u64::from(q.limit);
     let limit = u64::from(q.limit);
     // The unmerged part first (it is the newest): count what qualifies, keep what falls in the page.
@@ -145,8 +145,27 @@ fn list_in(tx: &Transaction<'_>, user: &UserId, recent: &[NotificationId], q: Li
     Ok(Page { items, total, unread_count })
 }
 
-pub fn unread_count(conn: &mut Connection, user: &UserId) -> Result<u64, StoreError> {
-    schema::counts(conn, user).map(|(_, unread)| unread)
+pub fn unread_count(conn: &mut Connection, tail: &SharedTail, user: &UserId) -> Result<u64, StoreError> {
+    consistent(conn, tail, user, |tx, recent| counts(tx, user, recent).map(|(_, unread)| unread))
+}
+
+/// A user's (total, unread) counts: the stored ones, which cover the indexed rows, plus the unmerged ones.
+fn counts(tx: &Transaction<'_>, user: &UserId, recent: &[NotificationId]) -> Result<(u64, u64), StoreError> {
+    let (mut total, mut unread) = schema::counts(tx, user)?;
+    let mut is_unread = tx
+        .prepare_cached("SELECT read_at IS NULL FROM notifications WHERE id = ?1 AND user_id = ?2")
+        .map_err(sql_error)?;
+    let mut buf = [0u8; ulid::ULID_LEN];
+    for id in recent {
+        let text = ulid::Ulid(id.as_u128()).array_to_str(&mut buf);
+        let unread_row: Option<bool> =
+            is_unread.query_row(params![&*text, user.as_str()], |r| r.get(0)).optional().map_err(sql_error)?;
+        if let Some(row_unread) = unread_row {
+            total += 1;
+            unread += u64::from(row_unread);
+        }
+    }
+    Ok((total, unread))
 }
 
 /// What a connecting client is sent first.
@@ -160,7 +179,7 @@ fn snapshot_in(
     recent: &[NotificationId],
     since: Since,
 ) -> Result<Snapshot, StoreError> {
-    let (_, unread_count) = schema::counts(tx, user)?;
+    let (_, unread_count) = counts(tx, user, recent)?;
     let mut budget = Budget::default();
     let (items, more) = match since {
         Since::Unread { limit } => {

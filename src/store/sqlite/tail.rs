@@ -17,6 +17,8 @@
 //!   sees a newer `meta.last_id` than the `committed` it read, a commit landed between its copy and its
 //!   snapshot whose ids the copy may lack: it copies again (see `reader::consistent`). So the items a
 //!   reader returns agree with the counts it reads in the same transaction.
+//! - The stored counts (`inbox_counts`) cover indexed rows only: a merge adds its rows to them, and readers
+//!   add the unmerged ones they copied, so counts move with the index and need no write per commit.
 //!
 //! Nothing here needs to survive a restart: at open, the writer merges whatever `notifications` holds past
 //! `merged_upto` before anyone reads.

@@ -11,7 +11,6 @@
 //! Because there is one writer, ids are generated here, in commit order, and the committed changes go out
 //! on the event feed in exactly that order. That is what makes per-user push order equal creation order.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -226,6 +225,10 @@ impl Writer {
                 other => work.push(other),
             }
         }
+        if work.is_empty() && delivered.is_empty() {
+            // A wake-up whose marks an earlier group already took.
+            return stop;
+        }
         match self.transaction(&work, &delivered, ids) {
             Ok((outputs, events)) => {
                 self.publish(events);
@@ -269,12 +272,11 @@ impl Writer {
             outputs.push(match cmd {
                 Command::Insert { items, .. } => Output::Inserted(insert(&tx, items, ids, &mut events, &mut staged)?),
                 Command::MarkRead { user, ids: targets, .. } => {
-                    Output::Read(mark_read(&tx, user, targets, now, &mut events)?)
+                    let recent = unmerged(&self.tail, &staged, user);
+                    Output::Read(mark_read(&tx, user, targets, &recent, now, &mut events)?)
                 }
                 Command::MarkAllRead { user, .. } => {
-                    // The user's ids not in the index yet: merged-later ones, and those created in this group.
-                    let mut recent = self.tail.user(user);
-                    recent.extend(staged.iter().filter(|(u, _)| u == user).map(|(_, id)| *id));
+                    let recent = unmerged(&self.tail, &staged, user);
                     Output::AllRead(mark_all_read(&tx, user, &recent, now, &mut events)?)
                 }
                 Command::FlushDelivered | Command::Shutdown { .. } => Output::Nothing,
@@ -414,10 +416,38 @@ fn merge_in_transaction(
     {
         let mut add =
             tx.prepare_cached("INSERT OR IGNORE INTO inbox (user_id, id) VALUES (?1, ?2)").map_err(sql_error)?;
+        let mut unread =
+            tx.prepare_cached("SELECT read_at IS NULL FROM notifications WHERE id = ?1").map_err(sql_error)?;
         let mut buf = [0u8; ulid::ULID_LEN];
+        // Entries come sorted by user: each user's counts are added once, for all of theirs.
+        let mut run: Option<(&UserId, i64, i64)> = None;
         for (user, id) in entries {
             let text = ulid::Ulid(id.as_u128()).array_to_str(&mut buf);
-            add.execute(params![user.as_str(), &*text]).map_err(sql_error)?;
+            // Every entry was committed before it joined the tail; one without a row would be a bug, and is
+            // left out rather than indexed.
+            let Some(is_unread) =
+                unread.query_row(params![&*text], |r| r.get::<_, bool>(0)).optional().map_err(sql_error)?
+            else {
+                continue;
+            };
+            if add.execute(params![user.as_str(), &*text]).map_err(sql_error)? == 0 {
+                continue;
+            }
+            match &mut run {
+                Some((current, total, unread)) if *current == user => {
+                    *total += 1;
+                    *unread += i64::from(is_unread);
+                }
+                _ => {
+                    if let Some((done, total, unread)) = run.take() {
+                        add_counts(&tx, done.as_str(), total, unread)?;
+                    }
+                    run = Some((user, 1, i64::from(is_unread)));
+                }
+            }
+        }
+        if let Some((done, total, unread)) = run {
+            add_counts(&tx, done.as_str(), total, unread)?;
         }
     }
     if let Some(newest) = newest {
@@ -449,13 +479,42 @@ fn recover_tail(conn: &mut Connection) -> Result<usize, StoreError> {
         from = Some(from.map_or(position.clone(), |f| f.min(position)));
     }
     let from = from.unwrap_or_default();
-    let added = tx
-        .execute(
-            "INSERT OR IGNORE INTO inbox (user_id, id) \
-             SELECT user_id, id FROM notifications WHERE id > ?1 ORDER BY user_id, id",
-            params![from],
-        )
-        .map_err(sql_error)?;
+    // Rows not indexed yet, each user's together: indexed and added to the user's counts (which cover only
+    // indexed rows; see `tail`).
+    let mut added = 0;
+    {
+        let mut rows = tx
+            .prepare(
+                "SELECT n.user_id, n.id, n.read_at IS NULL FROM notifications n WHERE n.id > ?1 \
+                 AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.user_id = n.user_id AND i.id = n.id) \
+                 ORDER BY n.user_id, n.id",
+            )
+            .map_err(sql_error)?;
+        let mut index = tx.prepare("INSERT INTO inbox (user_id, id) VALUES (?1, ?2)").map_err(sql_error)?;
+        let mut rows = rows.query(params![from]).map_err(sql_error)?;
+        let mut run: Option<(String, i64, i64)> = None;
+        while let Some(row) = rows.next().map_err(sql_error)? {
+            let (user, id, is_unread): (String, String, bool) =
+                (row.get(0).map_err(sql_error)?, row.get(1).map_err(sql_error)?, row.get(2).map_err(sql_error)?);
+            index.execute(params![user, id]).map_err(sql_error)?;
+            added += 1;
+            match &mut run {
+                Some((current, total, unread)) if *current == user => {
+                    *total += 1;
+                    *unread += i64::from(is_unread);
+                }
+                _ => {
+                    if let Some((done, total, unread)) = run.take() {
+                        add_counts(&tx, &done, total, unread)?;
+                    }
+                    run = Some((user, 1, i64::from(is_unread)));
+                }
+            }
+        }
+        if let Some((done, total, unread)) = run {
+            add_counts(&tx, &done, total, unread)?;
+        }
+    }
     let newest: Option<String> =
         tx.query_row("SELECT max(id) FROM notifications", [], |r| r.get(0)).map_err(sql_error)?;
     if let Some(newest) = newest.filter(|n| *n > from) {
@@ -475,7 +534,6 @@ fn insert(
     staged: &mut Staged,
 ) -> Result<Vec<InsertOutcome>, StoreError> {
     let mut outcomes = Vec::with_capacity(items.len());
-    let mut created_per_user: HashMap<&str, i64> = HashMap::new();
     {
         let mut find = tx
             .prepare_cached(&format!("SELECT {COLUMNS} FROM {FROM} WHERE n.user_id = ?1 AND n.idempotency_key = ?2"))
@@ -528,25 +586,28 @@ fn insert(
             events.push(InboxEvent::Created { notification: notification.clone(), received_at: item.received_at });
             staged.push((item.user_id.clone(), id));
             outcomes.push(InsertOutcome::Created(notification));
-            *created_per_user.entry(item.user_id.as_str()).or_insert(0) += 1;
         }
     }
-    add_counts(tx, created_per_user)?;
     Ok(outcomes)
 }
 
-/// Adds newly created notifications to their users' counts: one statement per user in the command.
-fn add_counts(tx: &Transaction<'_>, created: HashMap<&str, i64>) -> Result<(), StoreError> {
-    let mut upsert = tx
-        .prepare_cached(
-            "INSERT INTO inbox_counts (user_id, total, unread) VALUES (?1, ?2, ?2) \
-             ON CONFLICT (user_id) DO UPDATE SET total = total + excluded.total, unread = unread + excluded.unread",
-        )
-        .map_err(sql_error)?;
-    for (user, n) in created {
-        upsert.execute(params![user, n]).map_err(sql_error)?;
-    }
-    Ok(())
+/// A user's ids not in the index yet: those waiting in the tail, and those created earlier in this
+/// transaction.
+fn unmerged(tail: &SharedTail, staged: &Staged, user: &UserId) -> Vec<NotificationId> {
+    let mut recent = tail.user(user);
+    recent.extend(staged.iter().filter(|(u, _)| u == user).map(|(_, id)| *id));
+    recent
+}
+
+/// Adds merged notifications to a user's counts.
+fn add_counts(tx: &Transaction<'_>, user: &str, total: i64, unread: i64) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO inbox_counts (user_id, total, unread) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (user_id) DO UPDATE SET total = total + excluded.total, unread = unread + excluded.unread",
+    )
+    .and_then(|mut s| s.execute(params![user, total, unread]))
+    .map(drop)
+    .map_err(sql_error)
 }
 
 fn subtract_unread(tx: &Transaction<'_>, user: &UserId, n: usize) -> Result<(), StoreError> {
@@ -563,10 +624,13 @@ fn clear_unread(tx: &Transaction<'_>, user: &UserId) -> Result<(), StoreError> {
         .map_err(sql_error)
 }
 
+/// `recent` is the user's ids not in the `inbox` index yet: the stored counts do not include them (see
+/// `tail`), so marking one read changes no count.
 fn mark_read(
     tx: &Transaction<'_>,
     user: &UserId,
     targets: &[NotificationId],
+    recent: &[NotificationId],
     now: Timestamp,
     events: &mut Vec<InboxEvent>,
 ) -> Result<MarkReadOutcome, StoreError> {
@@ -577,10 +641,15 @@ fn mark_read(
         .prepare_cached(&format!("SELECT {COLUMNS} FROM {FROM} WHERE n.user_id = ?2 AND n.id = ?1"))
         .map_err(sql_error)?;
     let mut outcome = MarkReadOutcome::default();
+    let mut indexed = 0;
     for id in targets {
         let text = id.to_string();
         if update.execute(params![now.0, text, user.as_str()]).map_err(sql_error)? == 1 {
             outcome.newly_read.push(*id);
+            // `recent` is ascending: the tail's ids, then this transaction's newer ones.
+            if recent.binary_search(id).is_err() {
+                indexed += 1;
+            }
         }
         if let Some(n) =
             select.query_row(params![text, user.as_str()], schema::from_row).optional().map_err(sql_error)?
@@ -588,16 +657,18 @@ fn mark_read(
             outcome.found.push(n);
         }
     }
+    if indexed > 0 {
+        subtract_unread(tx, user, indexed)?;
+    }
     if !outcome.newly_read.is_empty() {
-        subtract_unread(tx, user, outcome.newly_read.len())?;
         events.push(InboxEvent::Read { user_id: user.clone(), ids: outcome.newly_read.clone() });
     }
     Ok(outcome)
 }
 
-/// `recent` is the user's ids not in the `inbox` index yet. The user's unread count bounds the work: the
-/// newest unread rows are marked until as many as it says are found, so a user who reads often costs a
-/// short walk, not a scan of their whole history.
+/// `recent` is the user's ids not in the `inbox` index yet; they are marked one by one. The stored unread
+/// count (of indexed rows only) bounds the walk of the index: the newest unread rows are marked until as
+/// many as it says are found, so a user who reads often costs a short walk, not a scan of their history.
 fn mark_all_read(
     tx: &Transaction<'_>,
     user: &UserId,
@@ -606,29 +677,28 @@ fn mark_all_read(
     events: &mut Vec<InboxEvent>,
 ) -> Result<u64, StoreError> {
     let mut changed = 0u64;
-    let (_, unread) = schema::counts(tx, user)?;
-    if unread > 0 {
-        let mut one = tx
-            .prepare_cached("UPDATE notifications SET read_at = ?1 WHERE id = ?2 AND user_id = ?3 AND read_at IS NULL")
-            .map_err(sql_error)?;
-        let mut buf = [0u8; ulid::ULID_LEN];
-        for id in recent {
-            let text = ulid::Ulid(id.as_u128()).array_to_str(&mut buf);
-            changed += one.execute(params![now.0, &*text, user.as_str()]).map_err(sql_error)? as u64;
-        }
-        let left = unread.saturating_sub(changed);
-        if left > 0 {
-            changed += tx
-                .prepare_cached(
-                    "UPDATE notifications SET read_at = ?1 WHERE id IN ( \
-                     SELECT i.id FROM inbox i JOIN notifications n ON n.id = i.id \
-                     WHERE i.user_id = ?2 AND n.read_at IS NULL ORDER BY i.id DESC LIMIT ?3)",
-                )
-                .and_then(|mut s| s.execute(params![now.0, user.as_str(), i64::try_from(left).unwrap_or(i64::MAX)]))
-                .map_err(sql_error)? as u64;
-        }
+    let mut one = tx
+        .prepare_cached("UPDATE notifications SET read_at = ?1 WHERE id = ?2 AND user_id = ?3 AND read_at IS NULL")
+        .map_err(sql_error)?;
+    let mut buf = [0u8; ulid::ULID_LEN];
+    for id in recent {
+        let text = ulid::Ulid(id.as_u128()).array_to_str(&mut buf);
+        changed += one.execute(params![now.0, &*text, user.as_str()]).map_err(sql_error)? as u64;
     }
-    clear_unread(tx, user)?;
+    let (_, indexed_unread) = schema::counts(tx, user)?;
+    if indexed_unread > 0 {
+        changed += tx
+            .prepare_cached(
+                "UPDATE notifications SET read_at = ?1 WHERE id IN ( \
+                 SELECT i.id FROM inbox i JOIN notifications n ON n.id = i.id \
+                 WHERE i.user_id = ?2 AND n.read_at IS NULL ORDER BY i.id DESC LIMIT ?3)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![now.0, user.as_str(), i64::try_from(indexed_unread).unwrap_or(i64::MAX)])
+            })
+            .map_err(sql_error)? as u64;
+        clear_unread(tx, user)?;
+    }
     // Sent even when nothing changed, so a tab that missed an update converges.
     events.push(InboxEvent::ReadAll { user_id: user.clone() });
     Ok(changed)
@@ -685,6 +755,11 @@ mod tests {
         prepare(&mut conn).unwrap();
         let user = UserId::parse("alice").unwrap();
         let id = NotificationId::from_ulid(ulid::Ulid::new());
+        conn.execute(
+            "INSERT INTO notifications (id, user_id, type, data, created_at) VALUES (?1, 'alice', 't', '{}', 1)",
+            params![id.to_string()],
+        )
+        .unwrap();
         let p = tail::partition(&user);
         assert!(merge(&mut conn, &[(user.clone(), id)], &[p], Some(id)).is_ok());
         let sync: i64 = conn.pragma_query_value(None, "synchronous", |r| r.get(0)).unwrap();
@@ -697,6 +772,7 @@ mod tests {
             )
             .unwrap();
         assert_eq!(indexed, 1);
+        assert_eq!(schema::counts(&conn, &user).unwrap(), (1, 1), "merged rows join the stored counts");
         assert_eq!(schema::merged_upto(&conn, &user).unwrap(), Some(id));
         assert_eq!(schema::merge_position(&conn, (p + 1) % tail::PARTITIONS).unwrap(), None);
     }
