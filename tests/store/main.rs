@@ -24,7 +24,7 @@ fn sqlite() -> Backend {
 /// SQLite keeps each user's newest ids in memory until it merges them into its per-user index; these run
 /// the suite with merges as soon as possible (a partition after every commit group), and never.
 fn merge_eagerly() -> Options {
-    Options { merge_rows: 1, ..Options::new(Synchronous::Full) }
+    Options { merge_rows: 1, merge_interval: Duration::ZERO, ..Options::new(Synchronous::Full) }
 }
 
 fn merge_never() -> Options {

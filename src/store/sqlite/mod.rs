@@ -100,6 +100,7 @@ impl Sqlite {
             merge_rows: options.merge_rows,
             merge_interval: options.merge_interval,
             merge_cursor: 0,
+            last_merge: None,
             newest_committed,
             durability_lost: false,
         };

@@ -69,6 +69,8 @@ pub struct Writer {
     pub merge_interval: std::time::Duration,
     /// Which partition's turn it is to be merged next.
     pub merge_cursor: usize,
+    /// When the last merge finished.
+    pub last_merge: Option<Instant>,
     /// The newest id created by a committed transaction (what `meta.last_id` holds).
     pub newest_committed: Option<NotificationId>,
     /// Set when a merge could not put `synchronous` back: the writer stops rather than commit without the
@@ -306,7 +308,8 @@ impl Writer {
         {
             return;
         }
-        self.last_restart = Some(Instant::now());
+        let started = Instant::now();
+        self.last_restart = Some(started);
         // Fully copied: the next commit starts the WAL over, so there is nothing to wait for.
         let left = match super::checkpointer::checkpoint(&self.conn, "PASSIVE") {
             Some((frames, copied)) if copied >= frames => 0,
@@ -314,10 +317,12 @@ impl Writer {
             None => 0,
         };
         self.wal_frames.store(left, Ordering::Relaxed);
+        metrics::histogram!("herald_store_wal_restart_seconds").record(started.elapsed().as_secs_f64());
     }
 
-    /// Merges due partitions of the tail into the `inbox` index, taking turns: the first due one, more while
-    /// within [`MERGE_BUDGET`], and any overfull one; every partition holding anything when `all`.
+    /// Merges due partitions of the tail into the `inbox` index, taking turns: a full one (`merge_rows`
+    /// waiting), more while within [`MERGE_BUDGET`]; one whose oldest id has waited `merge_interval`, at most
+    /// one per `merge_interval / PARTITIONS`; any overfull one; every partition holding anything when `all`.
     fn merge(&mut self, all: bool) {
         let started = Instant::now();
         let mut merged_any = false;
@@ -327,12 +332,18 @@ impl Writer {
             if len == 0 {
                 continue;
             }
-            let due = len >= self.merge_rows || age.is_some_and(|a| a >= self.merge_interval);
+            let full = len >= self.merge_rows;
+            let old = age.is_some_and(|a| a >= self.merge_interval);
             let overfull = len >= self.merge_rows.saturating_mul(OVERFULL);
             let in_budget = !merged_any || started.elapsed() < MERGE_BUDGET;
-            if all || overfull || (due && in_budget) {
+            // Partitions come due by age in bunches (they fill together); merged back to back, they held
+            // the writer for a fifth of every second. Spaced out, each partition still merges about once
+            // per interval, and a commit waits behind at most one merge.
+            let paced = self.last_merge.is_none_or(|at| at.elapsed() >= self.merge_interval / tail::PARTITIONS as u32);
+            if all || overfull || (in_budget && (full || (old && paced))) {
                 self.merge_partition(p);
                 self.merge_cursor = (p + 1) % tail::PARTITIONS;
+                self.last_merge = Some(Instant::now());
                 merged_any = true;
             }
         }
