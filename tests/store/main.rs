@@ -449,3 +449,62 @@ async fn sqlite_quiet_partitions_do_not_hold_back_recovery() {
     );
     assert_eq!(position, newest.unwrap().to_string());
 }
+
+/// A write that fails after generating an id must not leave readers waiting for that id: a later commit
+/// records it as the newest id (`meta.last_id`), which readers compare with what the in-memory tail has
+/// seen.
+#[tokio::test]
+async fn sqlite_reads_go_on_after_a_failed_insert() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("herald.db");
+    let (tx, mut feed) = mpsc::channel(1024);
+    let store = Sqlite::open_with(&path, merge_never(), tx).unwrap();
+    store.insert(vec![new("alice", "original", Some("k"))]).await.unwrap();
+    next_events(&mut feed).await;
+    // Corrupt the stored row, so finding it by its idempotency key fails.
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute("UPDATE notifications SET data = 'not json' WHERE idempotency_key = 'k'", [])
+        .unwrap();
+    // The first item gets an id, then the second one's lookup fails: the whole insert fails.
+    let failed = store.insert(vec![new("bob", "lost", None), new("alice", "again", Some("k"))]).await;
+    assert!(failed.is_err());
+    // A later write that creates nothing (it records the newest id all the same).
+    store.mark_read(&user("bob"), vec![]).await.unwrap();
+    let bob = tokio::time::timeout(Duration::from_secs(5), store.snapshot(&user("bob"), Since::Unread { limit: 10 }))
+        .await
+        .expect("the read finishes")
+        .expect("the read succeeds");
+    assert_eq!((bob.items.len(), bob.unread_count), (0, 0));
+    let next = created_ids(&store.insert(vec![new("bob", "later", None)]).await.unwrap());
+    let bob = store.snapshot(&user("bob"), Since::Unread { limit: 10 }).await.unwrap();
+    assert_eq!(bob.items.iter().map(|n| n.id).collect::<Vec<_>>(), next);
+}
+
+/// A store that stops receiving writes still merges what waits in memory, once it is old enough.
+#[tokio::test]
+async fn sqlite_merges_when_writes_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("herald.db");
+    let options = Options {
+        merge_rows: usize::MAX,
+        merge_interval: Duration::from_millis(200),
+        ..Options::new(Synchronous::Full)
+    };
+    let (tx, _feed) = mpsc::channel(1024);
+    let store = Sqlite::open_with(&path, options, tx).unwrap();
+    let id = created_ids(&store.insert(vec![new("alice", "quiet", None)]).await.unwrap())[0];
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let indexed: i64 =
+            conn.query_row("SELECT count(*) FROM inbox WHERE id = ?1", [id.to_string()], |r| r.get(0)).unwrap();
+        if indexed == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never merged");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let page = store.list(&user("alice"), ListQuery { page: 0, limit: 10, unread_only: false }).await.unwrap();
+    assert_eq!((page.total, page.unread_count, page.items.len()), (1, 1, 1));
+}

@@ -104,6 +104,7 @@ impl Sqlite {
             newest_committed,
             durability_lost: false,
         };
+        spawn_ticks(commands.downgrade(), tail.clone(), options.merge_interval);
         let handle = std::thread::Builder::new()
             .name("herald-sqlite-writer".into())
             .spawn(move || writer.run())
@@ -123,6 +124,22 @@ impl Sqlite {
         self.commands.send(make(reply)).await.map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
+}
+
+/// Wakes the writer once per merge interval while the tail holds anything, so a store that stops receiving
+/// writes still merges (the writer otherwise merges only after a commit group). Ends with the writer.
+fn spawn_ticks(commands: mpsc::WeakSender<Command>, tail: SharedTail, interval: Duration) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+    let interval = interval.max(Duration::from_millis(100));
+    runtime.spawn(async move {
+        loop {
+            tokio::time::sleep(interval).await;
+            let Some(commands) = commands.upgrade() else { return };
+            if !tail.is_empty() {
+                let _ = commands.try_send(Command::Tick);
+            }
+        }
+    });
 }
 
 #[async_trait]

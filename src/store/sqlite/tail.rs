@@ -119,6 +119,11 @@ impl SharedTail {
         }
     }
 
+    /// Whether no id waits anywhere.
+    pub fn is_empty(&self) -> bool {
+        (0..PARTITIONS).all(|p| self.part(p).len == 0)
+    }
+
     /// How many ids wait in a partition, and how long the oldest has waited.
     pub fn load(&self, p: usize) -> (usize, Option<Duration>) {
         let part = self.part(p);

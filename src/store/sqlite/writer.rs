@@ -43,6 +43,8 @@ pub enum Command {
     },
     /// Wakes the writer to record the delivered ids collected in [`PendingDelivered`].
     FlushDelivered,
+    /// Wakes an otherwise idle writer to merge what is due (see `Sqlite::open_with`).
+    Tick,
     /// Finish what is queued before this, then stop.
     Shutdown {
         reply: oneshot::Sender<()>,
@@ -78,6 +80,13 @@ pub struct Writer {
     pub durability_lost: bool,
 }
 
+#[derive(Debug, Clone, Copy)]
+enum MergeMode {
+    Load,
+    Idle,
+    All,
+}
+
 /// After a commit group, merges take at most this long, unless a partition is overfull (below); the first
 /// due partition is merged whatever the time.
 const MERGE_BUDGET: std::time::Duration = std::time::Duration::from_millis(2);
@@ -110,7 +119,7 @@ fn answer(cmd: Command, result: Result<Output, StoreError>) {
             Output::AllRead(v) => Ok(v),
             _ => Err(mismatch()),
         }))),
-        Command::FlushDelivered | Command::Shutdown { .. } => {}
+        Command::FlushDelivered | Command::Tick | Command::Shutdown { .. } => {}
     }
 }
 
@@ -147,18 +156,31 @@ impl IdSource {
         Ok(id)
     }
 
-    /// Stores the newest id in the transaction that creates it. If the transaction rolls back, the id is
-    /// still never reused: `last` only moves forward.
-    fn record(&mut self, tx: &Transaction<'_>) -> Result<(), StoreError> {
+    /// Stores the newest id in the transaction (normally the one that creates it). If the transaction rolls
+    /// back, the id is still never reused: `last` only moves forward. Returns what was written, for
+    /// [`committed`](Self::committed) once the transaction commits.
+    fn record(&mut self, tx: &Transaction<'_>) -> Result<Option<ulid::Ulid>, StoreError> {
         if self.last == self.recorded {
-            return Ok(());
+            return Ok(None);
         }
         let mut buf = [0u8; ulid::ULID_LEN];
         tx.prepare_cached("INSERT INTO meta (key, value) VALUES ('last_id', ?1) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
             .and_then(|mut s| s.execute(params![&*self.last.array_to_str(&mut buf)]))
             .map_err(sql_error)?;
-        self.recorded = self.last;
-        Ok(())
+        Ok(Some(self.last))
+    }
+
+    /// After a commit: `written` (from [`record`](Self::record)) is what `meta.last_id` now holds.
+    fn committed(&mut self, written: Option<ulid::Ulid>) {
+        if let Some(id) = written {
+            self.recorded = id;
+        }
+    }
+
+    /// What `meta.last_id` holds: the newest id of any committed transaction (its row may not exist, if the
+    /// transaction that generated it failed and a later one recorded it).
+    fn persisted(&self) -> Option<NotificationId> {
+        (!self.recorded.is_nil()).then(|| NotificationId::from_ulid(self.recorded))
     }
 }
 
@@ -197,7 +219,14 @@ impl Writer {
             let started = Instant::now();
             let size = group.len();
             let stop = self.commit_group(group, &mut ids);
-            self.merge(stop.is_some());
+            let mode = if stop.is_some() {
+                MergeMode::All
+            } else if self.commands.is_empty() {
+                MergeMode::Idle
+            } else {
+                MergeMode::Load
+            };
+            self.merge(mode);
             self.restart_wal_if_long();
             if self.durability_lost {
                 tracing::error!("the writer cannot restore its configured durability; it stops, and writes fail");
@@ -223,7 +252,7 @@ impl Writer {
         for cmd in group {
             match cmd {
                 Command::Shutdown { reply } => stop = Some(reply),
-                Command::FlushDelivered => {}
+                Command::FlushDelivered | Command::Tick => {}
                 other => work.push(other),
             }
         }
@@ -281,19 +310,19 @@ impl Writer {
                     let recent = unmerged(&self.tail, &staged, user);
                     Output::AllRead(mark_all_read(&tx, user, &recent, now, &mut events)?)
                 }
-                Command::FlushDelivered | Command::Shutdown { .. } => Output::Nothing,
+                Command::FlushDelivered | Command::Tick | Command::Shutdown { .. } => Output::Nothing,
             });
         }
         if !delivered.is_empty() {
             mark_delivered(&tx, delivered, now)?;
         }
-        ids.record(&tx)?;
+        let written = ids.record(&tx)?;
         tx.commit().map_err(sql_error)?;
-        // Before the events go out: a client that connects on hearing one must find its notification.
-        if let Some(&(_, newest)) = staged.last() {
-            self.newest_committed = self.newest_committed.max(Some(newest));
-            self.tail.append(staged, self.newest_committed);
-        }
+        ids.committed(written);
+        // Before the events go out: a client that connects on hearing one must find its notification. The
+        // committed mark moves to what `meta.last_id` now holds, whatever created it (see `reader::consistent`).
+        self.newest_committed = self.newest_committed.max(ids.persisted());
+        self.tail.append(staged, self.newest_committed);
         // Full means a wake-up is already pending; the checkpointer takes everything committed so far.
         let _ = self.committed.try_send(());
         Ok((outputs, events))
@@ -320,10 +349,13 @@ impl Writer {
         metrics::histogram!("herald_store_wal_restart_seconds").record(started.elapsed().as_secs_f64());
     }
 
-    /// Merges due partitions of the tail into the `inbox` index, taking turns: a full one (`merge_rows`
-    /// waiting), more while within [`MERGE_BUDGET`]; one whose oldest id has waited `merge_interval`, at most
-    /// one per `merge_interval / PARTITIONS`; any overfull one; every partition holding anything when `all`.
-    fn merge(&mut self, all: bool) {
+    /// Merges partitions of the tail into the `inbox` index, taking turns. A partition is due when it is
+    /// full (`merge_rows` waiting) or old (its oldest id has waited `merge_interval`).
+    /// - Under load (commands waiting): a full one, more while within [`MERGE_BUDGET`]; an old one at most
+    ///   once per `merge_interval / PARTITIONS`; any overfull one.
+    /// - Idle (nothing waiting): every due one, for as long as nothing arrives.
+    /// - All (at shutdown): every partition holding anything.
+    fn merge(&mut self, mode: MergeMode) {
         let started = Instant::now();
         let mut merged_any = false;
         for step in 0..tail::PARTITIONS {
@@ -340,7 +372,12 @@ impl Writer {
             // the writer for a fifth of every second. Spaced out, each partition still merges about once
             // per interval, and a commit waits behind at most one merge.
             let paced = self.last_merge.is_none_or(|at| at.elapsed() >= self.merge_interval / tail::PARTITIONS as u32);
-            if all || overfull || (in_budget && (full || (old && paced))) {
+            let go = match mode {
+                MergeMode::All => true,
+                MergeMode::Idle => (full || old) && self.commands.is_empty(),
+                MergeMode::Load => overfull || (in_budget && (full || (old && paced))),
+            };
+            if go {
                 self.merge_partition(p);
                 self.merge_cursor = (p + 1) % tail::PARTITIONS;
                 self.last_merge = Some(Instant::now());
