@@ -508,3 +508,24 @@ async fn sqlite_merges_when_writes_stop() {
     let page = store.list(&user("alice"), ListQuery { page: 0, limit: 10, unread_only: false }).await.unwrap();
     assert_eq!((page.total, page.unread_count, page.items.len()), (1, 1, 1));
 }
+
+/// A notification marked read while it waits for a merge is counted as read once merged.
+#[tokio::test]
+async fn sqlite_reads_before_a_merge_count_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let options =
+        Options { merge_rows: 3, merge_interval: Duration::from_secs(86_400), ..Options::new(Synchronous::Full) };
+    let (tx, _feed) = mpsc::channel(1024);
+    let store = Sqlite::open_with(&dir.path().join("herald.db"), options, tx).unwrap();
+    let alice = user("alice");
+    let ids = created_ids(&store.insert(vec![new("alice", "a", None), new("alice", "b", None)]).await.unwrap());
+    assert_eq!(store.mark_read(&alice, vec![ids[0]]).await.unwrap().newly_read, vec![ids[0]]);
+    // The third fills the partition: merged after this group, with the first already read.
+    store.insert(vec![new("alice", "c", None)]).await.unwrap();
+    // Merges run after the reply; one more command waits for it to finish.
+    store.mark_read(&alice, vec![]).await.unwrap();
+    let page = store.list(&alice, ListQuery { page: 0, limit: 10, unread_only: false }).await.unwrap();
+    assert_eq!((page.total, page.unread_count), (3, 2));
+    assert_eq!(store.mark_all_read(&alice).await.unwrap(), 2);
+    assert_eq!(store.unread_count(&alice).await.unwrap(), 0);
+}

@@ -23,7 +23,7 @@
 //! Nothing here needs to survive a restart: at open, the writer merges whatever `notifications` holds past
 //! `merged_upto` before anyone reads.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -55,6 +55,8 @@ struct Part {
     len: usize,
     /// When the oldest id here was added.
     since: Option<Instant>,
+    /// The ids here that have been marked read (so a merge need not look each row's state up).
+    read: HashSet<NotificationId>,
 }
 
 /// The tail, shared by the writer (the only one that changes it) and the readers. Each partition has its
@@ -130,25 +132,42 @@ impl SharedTail {
         (part.len, part.since.map(|at| at.elapsed()))
     }
 
-    /// A partition's entries, sorted by user and then id: the order that writes each index page once.
-    pub fn sorted(&self, p: usize) -> Vec<(UserId, NotificationId)> {
-        let mut users: Vec<(UserId, Vec<NotificationId>)> = {
+    /// Records that these ids (already here, committed) were marked read: only the writer calls this, after
+    /// the commit that marked them.
+    pub fn mark_read(&self, ids: &[(UserId, NotificationId)]) {
+        for (user, id) in ids {
+            self.part(partition(user)).read.insert(*id);
+        }
+    }
+
+    /// A partition's entries with whether each is still unread, sorted by user and then id: the order that
+    /// writes each index page once.
+    pub fn sorted(&self, p: usize) -> Vec<Entry> {
+        let (mut users, read): (Vec<(UserId, Vec<NotificationId>)>, HashSet<NotificationId>) = {
             let part = self.part(p);
-            part.by_user.iter().map(|(u, ids)| (u.clone(), ids.clone())).collect()
+            (part.by_user.iter().map(|(u, ids)| (u.clone(), ids.clone())).collect(), part.read.clone())
         };
         users.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let mut entries = Vec::with_capacity(users.iter().map(|(_, ids)| ids.len()).sum());
         for (user, ids) in users {
-            entries.extend(ids.into_iter().map(|id| (user.clone(), id)));
+            entries.extend(ids.into_iter().map(|id| Entry { user: user.clone(), id, unread: !read.contains(&id) }));
         }
         entries
     }
 
-    /// Forgets the first `merged` ids of a partition's users, as returned by [`sorted`](Self::sorted): called
-    /// once they are merged and committed. Only the writer appends, so nothing was added meanwhile.
+    /// Forgets a partition: called once all of it is merged and committed. Only the writer appends, so
+    /// nothing was added meanwhile.
     pub fn clear(&self, p: usize) {
         *self.part(p) = Part::default();
     }
+}
+
+/// One id waiting for a merge.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Entry {
+    pub user: UserId,
+    pub id: NotificationId,
+    pub unread: bool,
 }
 
 /// The key in `meta` of a partition's merge position: the newest id of its users that `inbox` holds.
@@ -190,7 +209,9 @@ mod tests {
         );
         assert_eq!(tail.read(&same), (Some(id(4)), vec![id(1), id(3)]));
         let p = partition(&a);
-        let mut want = vec![(a.clone(), id(2)), (same.clone(), id(1)), (same.clone(), id(3))];
+        tail.mark_read(&[(same.clone(), id(3))]);
+        let entry = |user: &UserId, n: u128, unread: bool| Entry { user: user.clone(), id: id(n), unread };
+        let mut want = vec![entry(&a, 2, true), entry(&same, 1, true), entry(&same, 3, false)];
         want.sort();
         assert_eq!(tail.sorted(p), want);
         assert_eq!(tail.load(p).0, 3);

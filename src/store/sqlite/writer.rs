@@ -299,16 +299,18 @@ impl Writer {
         let mut events = Vec::new();
         let mut outputs = Vec::with_capacity(work.len());
         let mut staged = Staged::new();
+        // Unmerged notifications this transaction marks read, for the tail once it commits.
+        let mut read_unmerged = Staged::new();
         for cmd in work {
             outputs.push(match cmd {
                 Command::Insert { items, .. } => Output::Inserted(insert(&tx, items, ids, &mut events, &mut staged)?),
                 Command::MarkRead { user, ids: targets, .. } => {
                     let recent = unmerged(&self.tail, &staged, user);
-                    Output::Read(mark_read(&tx, user, targets, &recent, now, &mut events)?)
+                    Output::Read(mark_read(&tx, user, targets, &recent, now, &mut events, &mut read_unmerged)?)
                 }
                 Command::MarkAllRead { user, .. } => {
                     let recent = unmerged(&self.tail, &staged, user);
-                    Output::AllRead(mark_all_read(&tx, user, &recent, now, &mut events)?)
+                    Output::AllRead(mark_all_read(&tx, user, &recent, now, &mut events, &mut read_unmerged)?)
                 }
                 Command::FlushDelivered | Command::Tick | Command::Shutdown { .. } => Output::Nothing,
             });
@@ -323,6 +325,7 @@ impl Writer {
         // committed mark moves to what `meta.last_id` now holds, whatever created it (see `reader::consistent`).
         self.newest_committed = self.newest_committed.max(ids.persisted());
         self.tail.append(staged, self.newest_committed);
+        self.tail.mark_read(&read_unmerged);
         // Full means a wake-up is already pending; the checkpointer takes everything committed so far.
         let _ = self.committed.try_send(());
         Ok((outputs, events))
@@ -438,7 +441,7 @@ enum MergeError {
 /// redoes it. A merge with its own fsync cost the writer a fifth of its time under load.
 fn merge(
     conn: &mut Connection,
-    entries: &[(UserId, NotificationId)],
+    entries: &[tail::Entry],
     settled: &[usize],
     newest: Option<NotificationId>,
 ) -> Result<(), MergeError> {
@@ -456,7 +459,7 @@ fn merge(
 
 fn merge_in_transaction(
     conn: &mut Connection,
-    entries: &[(UserId, NotificationId)],
+    entries: &[tail::Entry],
     settled: &[usize],
     newest: Option<NotificationId>,
 ) -> Result<(), StoreError> {
@@ -464,20 +467,12 @@ fn merge_in_transaction(
     {
         let mut add =
             tx.prepare_cached("INSERT OR IGNORE INTO inbox (user_id, id) VALUES (?1, ?2)").map_err(sql_error)?;
-        let mut unread =
-            tx.prepare_cached("SELECT read_at IS NULL FROM notifications WHERE id = ?1").map_err(sql_error)?;
         let mut buf = [0u8; ulid::ULID_LEN];
         // Entries come sorted by user: each user's counts are added once, for all of theirs.
         let mut run: Option<(&UserId, i64, i64)> = None;
-        for (user, id) in entries {
+        for tail::Entry { user, id, unread: is_unread } in entries {
+            let is_unread = *is_unread;
             let text = ulid::Ulid(id.as_u128()).array_to_str(&mut buf);
-            // Every entry was committed before it joined the tail; one without a row would be a bug, and is
-            // left out rather than indexed.
-            let Some(is_unread) =
-                unread.query_row(params![&*text], |r| r.get::<_, bool>(0)).optional().map_err(sql_error)?
-            else {
-                continue;
-            };
             if add.execute(params![user.as_str(), &*text]).map_err(sql_error)? == 0 {
                 continue;
             }
@@ -681,6 +676,7 @@ fn mark_read(
     recent: &[NotificationId],
     now: Timestamp,
     events: &mut Vec<InboxEvent>,
+    read_unmerged: &mut Staged,
 ) -> Result<MarkReadOutcome, StoreError> {
     let mut update = tx
         .prepare_cached("UPDATE notifications SET read_at = ?1 WHERE user_id = ?3 AND id = ?2 AND read_at IS NULL")
@@ -695,7 +691,9 @@ fn mark_read(
         if update.execute(params![now.0, text, user.as_str()]).map_err(sql_error)? == 1 {
             outcome.newly_read.push(*id);
             // `recent` is ascending: the tail's ids, then this transaction's newer ones.
-            if recent.binary_search(id).is_err() {
+            if recent.binary_search(id).is_ok() {
+                read_unmerged.push((user.clone(), *id));
+            } else {
                 indexed += 1;
             }
         }
@@ -723,6 +721,7 @@ fn mark_all_read(
     recent: &[NotificationId],
     now: Timestamp,
     events: &mut Vec<InboxEvent>,
+    read_unmerged: &mut Staged,
 ) -> Result<u64, StoreError> {
     let mut changed = 0u64;
     let mut one = tx
@@ -731,7 +730,10 @@ fn mark_all_read(
     let mut buf = [0u8; ulid::ULID_LEN];
     for id in recent {
         let text = ulid::Ulid(id.as_u128()).array_to_str(&mut buf);
-        changed += one.execute(params![now.0, &*text, user.as_str()]).map_err(sql_error)? as u64;
+        if one.execute(params![now.0, &*text, user.as_str()]).map_err(sql_error)? == 1 {
+            changed += 1;
+            read_unmerged.push((user.clone(), *id));
+        }
     }
     let (_, indexed_unread) = schema::counts(tx, user)?;
     if indexed_unread > 0 {
@@ -809,7 +811,7 @@ mod tests {
         )
         .unwrap();
         let p = tail::partition(&user);
-        assert!(merge(&mut conn, &[(user.clone(), id)], &[p], Some(id)).is_ok());
+        assert!(merge(&mut conn, &[tail::Entry { user: user.clone(), id, unread: true }], &[p], Some(id)).is_ok());
         let sync: i64 = conn.pragma_query_value(None, "synchronous", |r| r.get(0)).unwrap();
         assert_eq!(sync, 2, "FULL again after the merge");
         let indexed: i64 = conn
