@@ -87,7 +87,16 @@ INSERT INTO notifications (id, user_id, type, title, message, data, created_at, 
 DROP TABLE notifications_by_user;
 -- `inbox` and `inbox_counts` (which now counts indexed rows only) are filled at open by the writer's
 -- recovery: everything past the merge positions, here all.
-DELETE FROM inbox_counts;
+-- Counts are keyed by the user's tail partition first, so a merge (one partition's users) updates a few
+-- adjacent pages rather than one page in every part of the table.
+DROP TABLE inbox_counts;
+CREATE TABLE inbox_counts (
+    part    INTEGER NOT NULL,           -- the user's partition (see `tail::partition`)
+    user_id TEXT NOT NULL,
+    total   INTEGER NOT NULL,
+    unread  INTEGER NOT NULL,
+    PRIMARY KEY (part, user_id)
+) WITHOUT ROWID;
 "#,
 ];
 
@@ -109,9 +118,12 @@ pub const FROM: &str = "notifications n LEFT JOIN deliveries d ON d.id = n.id";
 
 /// A user's (total, unread) counts.
 pub fn counts(conn: &Connection, user: &UserId) -> Result<(u64, u64), StoreError> {
-    conn.prepare_cached("SELECT total, unread FROM inbox_counts WHERE user_id = ?1")
+    conn.prepare_cached("SELECT total, unread FROM inbox_counts WHERE part = ?1 AND user_id = ?2")
         .and_then(|mut s| {
-            s.query_row(params![user.as_str()], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))).optional()
+            s.query_row(params![tail::partition(user) as i64, user.as_str()], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+            })
+            .optional()
         })
         .map(|c| c.map_or((0, 0), |(total, unread)| (total.max(0) as u64, unread.max(0) as u64)))
         .map_err(sql_error)

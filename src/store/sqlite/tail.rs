@@ -41,8 +41,13 @@ pub const MERGE_INTERVAL: Duration = Duration::from_secs(1);
 /// Which partition a user's ids belong to: FNV-1a of the id, stable across versions and restarts (each
 /// partition's merge position is stored).
 pub fn partition(user: &UserId) -> usize {
+    partition_of(user.as_str())
+}
+
+/// [`partition`] of a user id as stored.
+pub fn partition_of(user: &str) -> usize {
     let mut hash: u32 = 0x811c_9dc5;
-    for byte in user.as_str().bytes() {
+    for byte in user.bytes() {
         hash = (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193);
     }
     hash as usize % PARTITIONS

@@ -645,24 +645,24 @@ fn unmerged(tail: &SharedTail, staged: &Staged, user: &UserId) -> Vec<Notificati
 /// Adds merged notifications to a user's counts.
 fn add_counts(tx: &Transaction<'_>, user: &str, total: i64, unread: i64) -> Result<(), StoreError> {
     tx.prepare_cached(
-        "INSERT INTO inbox_counts (user_id, total, unread) VALUES (?1, ?2, ?3) \
-         ON CONFLICT (user_id) DO UPDATE SET total = total + excluded.total, unread = unread + excluded.unread",
+        "INSERT INTO inbox_counts (part, user_id, total, unread) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (part, user_id) DO UPDATE SET total = total + excluded.total, unread = unread + excluded.unread",
     )
-    .and_then(|mut s| s.execute(params![user, total, unread]))
+    .and_then(|mut s| s.execute(params![tail::partition_of(user) as i64, user, total, unread]))
     .map(drop)
     .map_err(sql_error)
 }
 
 fn subtract_unread(tx: &Transaction<'_>, user: &UserId, n: usize) -> Result<(), StoreError> {
-    tx.prepare_cached("UPDATE inbox_counts SET unread = max(unread - ?2, 0) WHERE user_id = ?1")
-        .and_then(|mut s| s.execute(params![user.as_str(), n as i64]))
+    tx.prepare_cached("UPDATE inbox_counts SET unread = max(unread - ?3, 0) WHERE part = ?1 AND user_id = ?2")
+        .and_then(|mut s| s.execute(params![tail::partition(user) as i64, user.as_str(), n as i64]))
         .map(drop)
         .map_err(sql_error)
 }
 
 fn clear_unread(tx: &Transaction<'_>, user: &UserId) -> Result<(), StoreError> {
-    tx.prepare_cached("UPDATE inbox_counts SET unread = 0 WHERE user_id = ?1")
-        .and_then(|mut s| s.execute(params![user.as_str()]))
+    tx.prepare_cached("UPDATE inbox_counts SET unread = 0 WHERE part = ?1 AND user_id = ?2")
+        .and_then(|mut s| s.execute(params![tail::partition(user) as i64, user.as_str()]))
         .map(drop)
         .map_err(sql_error)
 }
