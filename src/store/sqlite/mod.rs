@@ -1,6 +1,8 @@
 //! The embedded backend: SQLite in WAL mode, one writer thread with group commit, a pool of readers.
 
 mod checkpointer;
+mod ids;
+mod merge;
 mod reader;
 mod schema;
 mod tail;
@@ -26,15 +28,16 @@ const COMMAND_QUEUE: usize = 4096;
 /// Delivered marks kept for the next commit at most; past this they are dropped (they are informational).
 const MAX_PENDING_DELIVERED: usize = 1_000_000;
 const READERS: usize = 4;
-/// How long delivered marks may wait for a write to ride along with before they get a commit of their own.
-const DELIVERED_FLUSH_DELAY: Duration = Duration::from_millis(200);
+/// How often an otherwise idle writer is woken while it has work waiting (see [`spawn_ticks`]): the longest
+/// delivered marks wait for a write to ride along with, and the finest merge interval honoured exactly.
+const TICK: Duration = Duration::from_millis(200);
 
 /// How the store runs; [`Options::new`] gives the defaults for a durability setting.
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
     pub synchronous: Synchronous,
     /// Merge a partition of the in-memory tail into the `inbox` index once this many ids wait in it (see
-    /// `tail`; at most one partition is merged per commit group)…
+    /// `tail` and `merge`)…
     pub merge_rows: usize,
     /// …or once the oldest has waited this long.
     pub merge_interval: Duration,
@@ -73,10 +76,9 @@ impl Sqlite {
         }
         let mut conn = writer::open(path, options.synchronous)
             .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
-        writer::prepare(&mut conn)?;
-        let newest_committed = schema::last_id(&conn)?;
-        let tail = SharedTail::default();
-        tail.append(Vec::new(), newest_committed);
+        merge::prepare(&mut conn)?;
+        let ids = ids::IdSource::resume(&conn)?;
+        let tail = SharedTail::new(ids.persisted());
         let checkpoint_conn = checkpointer::open(path)
             .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
         let (committed, committed_rx) = std::sync::mpsc::sync_channel(1);
@@ -101,10 +103,10 @@ impl Sqlite {
             merge_interval: options.merge_interval,
             merge_cursor: 0,
             last_merge: None,
-            newest_committed,
+            ids,
             durability_lost: false,
         };
-        spawn_ticks(commands.downgrade(), tail.clone(), options.merge_interval);
+        spawn_ticks(commands.downgrade(), tail.clone(), delivered.clone());
         let handle = std::thread::Builder::new()
             .name("herald-sqlite-writer".into())
             .spawn(move || writer.run())
@@ -126,16 +128,22 @@ impl Sqlite {
     }
 }
 
-/// Wakes the writer once per merge interval while the tail holds anything, so a store that stops receiving
-/// writes still merges (the writer otherwise merges only after a commit group). Ends with the writer.
-fn spawn_ticks(commands: mpsc::WeakSender<Command>, tail: SharedTail, interval: Duration) {
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
-    let interval = interval.max(Duration::from_millis(100));
+/// Wakes the writer every [`TICK`] while it has work waiting that no command will bring it to: delivered
+/// marks (which otherwise ride along with the next write group; a commit per batch of marks cost an fsync
+/// each, most of the writer's commits when small batches were published), and ids waiting for a merge (the
+/// writer otherwise merges only after a commit group). Runs on the runtime the store is opened from, and
+/// ends with the writer.
+fn spawn_ticks(commands: mpsc::WeakSender<Command>, tail: SharedTail, delivered: PendingDelivered) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        tracing::warn!("the store was opened outside a tokio runtime: idle merges and delivered marks wait for writes");
+        return;
+    };
     runtime.spawn(async move {
         loop {
-            tokio::time::sleep(interval).await;
+            tokio::time::sleep(TICK).await;
             let Some(commands) = commands.upgrade() else { return };
-            if !tail.is_empty() {
+            let marks_waiting = delivered.lock().map(|pending| !pending.is_empty()).unwrap_or(false);
+            if marks_waiting || !tail.is_empty() {
                 let _ = commands.try_send(Command::Tick);
             }
         }
@@ -179,27 +187,12 @@ impl Store for Sqlite {
             return;
         }
         let Ok(mut pending) = self.delivered.lock() else { return };
-        let was_empty = pending.is_empty();
         if pending.len() + ids.len() > MAX_PENDING_DELIVERED {
             metrics::counter!("herald_delivered_marks_dropped_total").increment(ids.len() as u64);
             return;
         }
+        // The writer takes pending marks with every group it commits, or at the next tick.
         pending.extend_from_slice(ids);
-        drop(pending);
-        // The writer takes pending marks with every group it commits; under load they ride along with the
-        // writes. One wake-up, a little later, makes sure they are recorded when nothing else is written
-        // (a wake-up per batch of marks cost a commit and an fsync each: most of the writer's commits when
-        // small batches were published).
-        if was_empty {
-            let commands = self.commands.clone();
-            match tokio::runtime::Handle::try_current() {
-                Ok(runtime) => drop(runtime.spawn(async move {
-                    tokio::time::sleep(DELIVERED_FLUSH_DELAY).await;
-                    let _ = commands.try_send(Command::FlushDelivered);
-                })),
-                Err(_) => drop(commands.try_send(Command::FlushDelivered)),
-            }
-        }
     }
 
     async fn health(&self) -> StoreHealth {

@@ -89,6 +89,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl SharedTail {
+    /// An empty tail whose committed mark starts at `committed` (what `meta.last_id` holds at open).
+    pub fn new(committed: Option<NotificationId>) -> Self {
+        let tail = Self::default();
+        *lock(&tail.0.committed) = committed;
+        tail
+    }
+
     fn part(&self, p: usize) -> MutexGuard<'_, Part> {
         lock(&self.0.parts[p])
     }

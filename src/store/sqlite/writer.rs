@@ -17,6 +17,8 @@ use std::time::Instant;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
+use super::ids::IdSource;
+use super::merge::MergeMode;
 use super::schema::{self, COLUMNS, FROM};
 use super::tail::{self, SharedTail};
 use crate::domain::{InboxEvent, NewNotification, Notification, NotificationId, Timestamp, UserId};
@@ -41,9 +43,7 @@ pub enum Command {
         user: UserId,
         reply: Reply<u64>,
     },
-    /// Wakes the writer to record the delivered ids collected in [`PendingDelivered`].
-    FlushDelivered,
-    /// Wakes an otherwise idle writer to merge what is due (see `Sqlite::open_with`).
+    /// Wakes an otherwise idle writer to record delivered marks and merge what is due (see `spawn_ticks`).
     Tick,
     /// Finish what is queued before this, then stop.
     Shutdown {
@@ -73,26 +73,12 @@ pub struct Writer {
     pub merge_cursor: usize,
     /// When the last merge finished.
     pub last_merge: Option<Instant>,
-    /// The newest id created by a committed transaction (what `meta.last_id` holds).
-    pub newest_committed: Option<NotificationId>,
+    /// Where ids come from; it also knows the newest id of a committed transaction.
+    pub ids: IdSource,
     /// Set when a merge could not put `synchronous` back: the writer stops rather than commit without the
     /// durability it was configured with.
     pub durability_lost: bool,
 }
-
-#[derive(Debug, Clone, Copy)]
-enum MergeMode {
-    Load,
-    Idle,
-    All,
-}
-
-/// After a commit group, merges take at most this long, unless a partition is overfull (below); the first
-/// due partition is merged whatever the time.
-const MERGE_BUDGET: std::time::Duration = std::time::Duration::from_millis(2);
-/// A partition holding this many times `merge_rows` is merged at once, whatever the budget: bounds memory
-/// when groups are large and few.
-const OVERFULL: usize = 8;
 
 /// What a command produced, before the commit decides whether its caller hears it.
 enum Output {
@@ -119,68 +105,7 @@ fn answer(cmd: Command, result: Result<Output, StoreError>) {
             Output::AllRead(v) => Ok(v),
             _ => Err(mismatch()),
         }))),
-        Command::FlushDelivered | Command::Tick | Command::Shutdown { .. } => {}
-    }
-}
-
-/// Ids in commit order, also across restarts: a ULID generator alone is monotonic only within one process,
-/// and a clock stepped back at restart would otherwise produce ids below stored ones (breaking `since` and
-/// the per-connection high-water mark). The newest id is kept in `meta` with every commit that creates one.
-pub struct IdSource {
-    generator: ulid::Generator,
-    last: ulid::Ulid,
-    recorded: ulid::Ulid,
-}
-
-impl IdSource {
-    fn resume(conn: &Connection) -> Result<Self, StoreError> {
-        let stored: Option<String> = conn
-            .query_row("SELECT value FROM meta WHERE key = 'last_id'", [], |r| r.get(0))
-            .optional()
-            .map_err(sql_error)?;
-        let last = match stored {
-            Some(text) => {
-                ulid::Ulid::from_string(&text).map_err(|_| StoreError::Internal("meta.last_id is not a ULID".into()))?
-            }
-            None => ulid::Ulid::nil(),
-        };
-        Ok(Self { generator: ulid::Generator::new(), last, recorded: last })
-    }
-
-    fn next(&mut self) -> Result<ulid::Ulid, StoreError> {
-        let mut id = self.generator.generate().map_err(|e| StoreError::Internal(e.to_string()))?;
-        if id <= self.last {
-            id = self.last.increment().ok_or_else(|| StoreError::Internal("the id space is exhausted".into()))?;
-        }
-        self.last = id;
-        Ok(id)
-    }
-
-    /// Stores the newest id in the transaction (normally the one that creates it). If the transaction rolls
-    /// back, the id is still never reused: `last` only moves forward. Returns what was written, for
-    /// [`committed`](Self::committed) once the transaction commits.
-    fn record(&mut self, tx: &Transaction<'_>) -> Result<Option<ulid::Ulid>, StoreError> {
-        if self.last == self.recorded {
-            return Ok(None);
-        }
-        let mut buf = [0u8; ulid::ULID_LEN];
-        tx.prepare_cached("INSERT INTO meta (key, value) VALUES ('last_id', ?1) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
-            .and_then(|mut s| s.execute(params![&*self.last.array_to_str(&mut buf)]))
-            .map_err(sql_error)?;
-        Ok(Some(self.last))
-    }
-
-    /// After a commit: `written` (from [`record`](Self::record)) is what `meta.last_id` now holds.
-    fn committed(&mut self, written: Option<ulid::Ulid>) {
-        if let Some(id) = written {
-            self.recorded = id;
-        }
-    }
-
-    /// What `meta.last_id` holds: the newest id of any committed transaction (its row may not exist, if the
-    /// transaction that generated it failed and a later one recorded it).
-    fn persisted(&self) -> Option<NotificationId> {
-        (!self.recorded.is_nil()).then(|| NotificationId::from_ulid(self.recorded))
+        Command::Tick | Command::Shutdown { .. } => {}
     }
 }
 
@@ -201,13 +126,6 @@ type Staged = Vec<(UserId, NotificationId)>;
 
 impl Writer {
     pub fn run(mut self) {
-        let mut ids = match IdSource::resume(&self.conn) {
-            Ok(ids) => ids,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot read the last id; the store will refuse writes");
-                return;
-            }
-        };
         while let Some(first) = self.commands.blocking_recv() {
             let mut group = vec![first];
             while group.len() < MAX_COMMANDS_PER_GROUP {
@@ -218,7 +136,7 @@ impl Writer {
             }
             let started = Instant::now();
             let size = group.len();
-            let stop = self.commit_group(group, &mut ids);
+            let stop = self.commit_group(group);
             let mode = if stop.is_some() {
                 MergeMode::All
             } else if self.commands.is_empty() {
@@ -242,7 +160,7 @@ impl Writer {
     }
 
     /// Commits a group, answers its callers, and returns the shutdown request if the group held one.
-    fn commit_group(&mut self, group: Vec<Command>, ids: &mut IdSource) -> Option<oneshot::Sender<()>> {
+    fn commit_group(&mut self, group: Vec<Command>) -> Option<oneshot::Sender<()>> {
         let delivered = match self.delivered.lock() {
             Ok(mut pending) => std::mem::take(&mut *pending),
             Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
@@ -252,7 +170,7 @@ impl Writer {
         for cmd in group {
             match cmd {
                 Command::Shutdown { reply } => stop = Some(reply),
-                Command::FlushDelivered | Command::Tick => {}
+                Command::Tick => {}
                 other => work.push(other),
             }
         }
@@ -260,7 +178,7 @@ impl Writer {
             // A wake-up whose marks an earlier group already took.
             return stop;
         }
-        match self.transaction(&work, &delivered, ids) {
+        match self.transaction(&work, &delivered) {
             Ok((outputs, events)) => {
                 self.publish(events);
                 for (cmd, output) in work.into_iter().zip(outputs) {
@@ -270,7 +188,7 @@ impl Writer {
             Err(group_error) => {
                 tracing::warn!(error = %group_error, commands = work.len(), "a write group failed; retrying each alone");
                 for cmd in work {
-                    match self.transaction(std::slice::from_ref(&cmd), &[], ids) {
+                    match self.transaction(std::slice::from_ref(&cmd), &[]) {
                         Ok((mut outputs, events)) => {
                             self.publish(events);
                             answer(cmd, Ok(outputs.pop().unwrap_or(Output::Nothing)));
@@ -279,7 +197,7 @@ impl Writer {
                     }
                 }
                 // Losing delivered marks is harmless (they are informational), so a failure is only logged.
-                if let Err(e) = self.transaction(&[], &delivered, ids) {
+                if let Err(e) = self.transaction(&[], &delivered) {
                     tracing::warn!(error = %e, "could not record delivered notifications");
                 }
             }
@@ -288,12 +206,7 @@ impl Writer {
     }
 
     /// Runs commands and delivered marks in one transaction and commits it; on any error nothing is kept.
-    fn transaction(
-        &mut self,
-        work: &[Command],
-        delivered: &[NotificationId],
-        ids: &mut IdSource,
-    ) -> Result<Committed, StoreError> {
+    fn transaction(&mut self, work: &[Command], delivered: &[NotificationId]) -> Result<Committed, StoreError> {
         let now = Timestamp::now();
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql_error)?;
         let mut events = Vec::new();
@@ -303,7 +216,9 @@ impl Writer {
         let mut read_unmerged = Staged::new();
         for cmd in work {
             outputs.push(match cmd {
-                Command::Insert { items, .. } => Output::Inserted(insert(&tx, items, ids, &mut events, &mut staged)?),
+                Command::Insert { items, .. } => {
+                    Output::Inserted(insert(&tx, items, &mut self.ids, &mut events, &mut staged)?)
+                }
                 Command::MarkRead { user, ids: targets, .. } => {
                     let recent = unmerged(&self.tail, &staged, user);
                     Output::Read(mark_read(&tx, user, targets, &recent, now, &mut events, &mut read_unmerged)?)
@@ -312,19 +227,18 @@ impl Writer {
                     let recent = unmerged(&self.tail, &staged, user);
                     Output::AllRead(mark_all_read(&tx, user, &recent, now, &mut events, &mut read_unmerged)?)
                 }
-                Command::FlushDelivered | Command::Tick | Command::Shutdown { .. } => Output::Nothing,
+                Command::Tick | Command::Shutdown { .. } => Output::Nothing,
             });
         }
         if !delivered.is_empty() {
             mark_delivered(&tx, delivered, now)?;
         }
-        let written = ids.record(&tx)?;
+        let written = self.ids.record(&tx)?;
         tx.commit().map_err(sql_error)?;
-        ids.committed(written);
+        self.ids.committed(written);
         // Before the events go out: a client that connects on hearing one must find its notification. The
         // committed mark moves to what `meta.last_id` now holds, whatever created it (see `reader::consistent`).
-        self.newest_committed = self.newest_committed.max(ids.persisted());
-        self.tail.append(staged, self.newest_committed);
+        self.tail.append(staged, self.ids.persisted());
         self.tail.mark_read(&read_unmerged);
         // Full means a wake-up is already pending; the checkpointer takes everything committed so far.
         let _ = self.committed.try_send(());
@@ -352,69 +266,6 @@ impl Writer {
         metrics::histogram!("herald_store_wal_restart_seconds").record(started.elapsed().as_secs_f64());
     }
 
-    /// Merges partitions of the tail into the `inbox` index, taking turns. A partition is due when it is
-    /// full (`merge_rows` waiting) or old (its oldest id has waited `merge_interval`).
-    /// - Under load (commands waiting): a full one, more while within [`MERGE_BUDGET`]; an old one at most
-    ///   once per `merge_interval / PARTITIONS`; any overfull one.
-    /// - Idle (nothing waiting): every due one, for as long as nothing arrives.
-    /// - All (at shutdown): every partition holding anything.
-    fn merge(&mut self, mode: MergeMode) {
-        let started = Instant::now();
-        let mut merged_any = false;
-        for step in 0..tail::PARTITIONS {
-            let p = (self.merge_cursor + step) % tail::PARTITIONS;
-            let (len, age) = self.tail.load(p);
-            if len == 0 {
-                continue;
-            }
-            let full = len >= self.merge_rows;
-            let old = age.is_some_and(|a| a >= self.merge_interval);
-            let overfull = len >= self.merge_rows.saturating_mul(OVERFULL);
-            let in_budget = !merged_any || started.elapsed() < MERGE_BUDGET;
-            // Partitions come due by age in bunches (they fill together); merged back to back, they held
-            // the writer for a fifth of every second. Spaced out, each partition still merges about once
-            // per interval, and a commit waits behind at most one merge.
-            let paced = self.last_merge.is_none_or(|at| at.elapsed() >= self.merge_interval / tail::PARTITIONS as u32);
-            let go = match mode {
-                MergeMode::All => true,
-                MergeMode::Idle => (full || old) && self.commands.is_empty(),
-                MergeMode::Load => overfull || (in_budget && (full || (old && paced))),
-            };
-            if go {
-                self.merge_partition(p);
-                self.merge_cursor = (p + 1) % tail::PARTITIONS;
-                self.last_merge = Some(Instant::now());
-                merged_any = true;
-            }
-        }
-    }
-
-    /// Merges one partition in its own transaction, then forgets it; on failure it is kept and tried again
-    /// after a later group.
-    fn merge_partition(&mut self, p: usize) {
-        let entries = self.tail.sorted(p);
-        // Partitions with nothing waiting (and this one, once merged) hold every id up to the newest
-        // committed: their merge positions move there too, so a quiet partition does not hold back the
-        // recovery at the next open.
-        let settled: Vec<usize> = (0..tail::PARTITIONS).filter(|&q| q == p || self.tail.load(q).0 == 0).collect();
-        let started = Instant::now();
-        let result = merge(&mut self.conn, &entries, &settled, self.newest_committed);
-        match result {
-            Ok(()) => {
-                self.tail.clear(p);
-                let _ = self.committed.try_send(());
-                metrics::histogram!("herald_store_merge_seconds").record(started.elapsed().as_secs_f64());
-            }
-            Err(MergeError::Store(e)) => {
-                tracing::warn!(error = %e, entries = entries.len(), "could not merge the inbox index; will retry")
-            }
-            Err(MergeError::Durability(e)) => {
-                tracing::error!(error = %e, "could not restore synchronous after a merge");
-                self.durability_lost = true;
-            }
-        }
-    }
-
     fn publish(&self, events: Vec<InboxEvent>) {
         if events.is_empty() {
             return;
@@ -423,150 +274,6 @@ impl Writer {
         // means the fanout has stopped (shutdown), and there is no one left to push to.
         let _ = self.feed.blocking_send(events);
     }
-}
-
-enum MergeError {
-    /// The merge did not commit; nothing changed.
-    Store(StoreError),
-    /// The merge committed, but `synchronous` could not be set back.
-    Durability(StoreError),
-}
-
-/// Adds a partition's sorted (user, id) entries to the `inbox` index and moves the merge positions of the
-/// `settled` partitions (every id of theirs is then indexed) to `newest`.
-///
-/// The index is derived data, so a merge is committed without an fsync of its own (`synchronous=NORMAL`,
-/// which in WAL mode keeps the database consistent, only not durable): the next write's fsync covers its
-/// frames, and if a crash comes first, the merge is lost whole with its positions, and recovery at open
-/// redoes it. A merge with its own fsync cost the writer a fifth of its time under load.
-fn merge(
-    conn: &mut Connection,
-    entries: &[tail::Entry],
-    settled: &[usize],
-    newest: Option<NotificationId>,
-) -> Result<(), MergeError> {
-    let configured: i64 =
-        conn.pragma_query_value(None, "synchronous", |r| r.get(0)).map_err(|e| MergeError::Store(sql_error(e)))?;
-    conn.pragma_update(None, "synchronous", "NORMAL").map_err(|e| MergeError::Store(sql_error(e)))?;
-    let merged = merge_in_transaction(conn, entries, settled, newest).map_err(MergeError::Store);
-    let mut restored = conn.pragma_update(None, "synchronous", configured);
-    if restored.is_err() {
-        restored = conn.pragma_update(None, "synchronous", configured);
-    }
-    restored.map_err(|e| MergeError::Durability(sql_error(e)))?;
-    merged
-}
-
-fn merge_in_transaction(
-    conn: &mut Connection,
-    entries: &[tail::Entry],
-    settled: &[usize],
-    newest: Option<NotificationId>,
-) -> Result<(), StoreError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql_error)?;
-    {
-        let mut add =
-            tx.prepare_cached("INSERT OR IGNORE INTO inbox (user_id, id) VALUES (?1, ?2)").map_err(sql_error)?;
-        let mut buf = [0u8; ulid::ULID_LEN];
-        // Entries come sorted by user: each user's counts are added once, for all of theirs.
-        let mut run: Option<(&UserId, i64, i64)> = None;
-        for tail::Entry { user, id, unread: is_unread } in entries {
-            let is_unread = *is_unread;
-            let text = ulid::Ulid(id.as_u128()).array_to_str(&mut buf);
-            if add.execute(params![user.as_str(), &*text]).map_err(sql_error)? == 0 {
-                continue;
-            }
-            match &mut run {
-                Some((current, total, unread)) if *current == user => {
-                    *total += 1;
-                    *unread += i64::from(is_unread);
-                }
-                _ => {
-                    if let Some((done, total, unread)) = run.take() {
-                        add_counts(&tx, done.as_str(), total, unread)?;
-                    }
-                    run = Some((user, 1, i64::from(is_unread)));
-                }
-            }
-        }
-        if let Some((done, total, unread)) = run {
-            add_counts(&tx, done.as_str(), total, unread)?;
-        }
-    }
-    if let Some(newest) = newest {
-        let newest = newest.to_string();
-        for &p in settled {
-            set_merge_position(&tx, p, &newest)?;
-        }
-    }
-    tx.commit().map_err(sql_error)
-}
-
-fn set_merge_position(tx: &Transaction<'_>, partition: usize, id: &str) -> Result<(), StoreError> {
-    tx.prepare_cached(
-        "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-    )
-    .and_then(|mut s| s.execute(params![tail::merged_key(partition), id]))
-    .map(drop)
-    .map_err(sql_error)
-}
-
-/// At open, before anyone reads: indexes whatever was committed after the last merge (the tail lived in
-/// memory and is gone), so readers can start with an empty tail.
-fn recover_tail(conn: &mut Connection) -> Result<usize, StoreError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql_error)?;
-    // From the least advanced partition; rows already indexed are skipped.
-    let mut from: Option<String> = None;
-    for p in 0..tail::PARTITIONS {
-        let position = schema::merge_position(&tx, p)?.map(|id| id.to_string()).unwrap_or_default();
-        from = Some(from.map_or(position.clone(), |f| f.min(position)));
-    }
-    let from = from.unwrap_or_default();
-    // Rows not indexed yet, each user's together: indexed and added to the user's counts (which cover only
-    // indexed rows; see `tail`).
-    let mut added = 0;
-    {
-        let mut rows = tx
-            .prepare(
-                "SELECT n.user_id, n.id, n.read_at IS NULL FROM notifications n WHERE n.id > ?1 \
-                 AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.user_id = n.user_id AND i.id = n.id) \
-                 ORDER BY n.user_id, n.id",
-            )
-            .map_err(sql_error)?;
-        let mut index = tx.prepare("INSERT INTO inbox (user_id, id) VALUES (?1, ?2)").map_err(sql_error)?;
-        let mut rows = rows.query(params![from]).map_err(sql_error)?;
-        let mut run: Option<(String, i64, i64)> = None;
-        while let Some(row) = rows.next().map_err(sql_error)? {
-            let (user, id, is_unread): (String, String, bool) =
-                (row.get(0).map_err(sql_error)?, row.get(1).map_err(sql_error)?, row.get(2).map_err(sql_error)?);
-            index.execute(params![user, id]).map_err(sql_error)?;
-            added += 1;
-            match &mut run {
-                Some((current, total, unread)) if *current == user => {
-                    *total += 1;
-                    *unread += i64::from(is_unread);
-                }
-                _ => {
-                    if let Some((done, total, unread)) = run.take() {
-                        add_counts(&tx, &done, total, unread)?;
-                    }
-                    run = Some((user, 1, i64::from(is_unread)));
-                }
-            }
-        }
-        if let Some((done, total, unread)) = run {
-            add_counts(&tx, &done, total, unread)?;
-        }
-    }
-    let newest: Option<String> =
-        tx.query_row("SELECT max(id) FROM notifications", [], |r| r.get(0)).map_err(sql_error)?;
-    if let Some(newest) = newest.filter(|n| *n > from) {
-        for p in 0..tail::PARTITIONS {
-            set_merge_position(&tx, p, &newest)?;
-        }
-    }
-    tx.commit().map_err(sql_error)?;
-    Ok(added)
 }
 
 fn insert(
@@ -640,17 +347,6 @@ fn unmerged(tail: &SharedTail, staged: &Staged, user: &UserId) -> Vec<Notificati
     let mut recent = tail.user(user);
     recent.extend(staged.iter().filter(|(u, _)| u == user).map(|(_, id)| *id));
     recent
-}
-
-/// Adds merged notifications to a user's counts.
-fn add_counts(tx: &Transaction<'_>, user: &str, total: i64, unread: i64) -> Result<(), StoreError> {
-    tx.prepare_cached(
-        "INSERT INTO inbox_counts (part, user_id, total, unread) VALUES (?1, ?2, ?3, ?4) \
-         ON CONFLICT (part, user_id) DO UPDATE SET total = total + excluded.total, unread = unread + excluded.unread",
-    )
-    .and_then(|mut s| s.execute(params![tail::partition_of(user) as i64, user, total, unread]))
-    .map(drop)
-    .map_err(sql_error)
 }
 
 fn subtract_unread(tx: &Transaction<'_>, user: &UserId, n: usize) -> Result<(), StoreError> {
@@ -782,48 +478,4 @@ pub fn open(path: &std::path::Path, synchronous: crate::config::Synchronous) -> 
     conn.set_prepared_statement_cache_capacity(32);
     schema::migrate(&mut conn)?;
     Ok(conn)
-}
-
-/// Brings the `inbox` index up to date with everything committed; see [`recover_tail`].
-pub fn prepare(conn: &mut Connection) -> Result<(), StoreError> {
-    let added = recover_tail(conn)?;
-    if added > 0 {
-        tracing::info!(notifications = added, "indexed notifications committed after the last merge");
-    }
-    // Only now: the migration and the recovery may sort a whole table, which must be free to spill to disk.
-    conn.pragma_update(None, "temp_store", "MEMORY").map_err(sql_error)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_merge_indexes_its_partition_and_restores_durability() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut conn = open(&dir.path().join("herald.db"), crate::config::Synchronous::Full).unwrap();
-        prepare(&mut conn).unwrap();
-        let user = UserId::parse("alice").unwrap();
-        let id = NotificationId::from_ulid(ulid::Ulid::new());
-        conn.execute(
-            "INSERT INTO notifications (id, user_id, type, data, created_at) VALUES (?1, 'alice', 't', '{}', 1)",
-            params![id.to_string()],
-        )
-        .unwrap();
-        let p = tail::partition(&user);
-        assert!(merge(&mut conn, &[tail::Entry { user: user.clone(), id, unread: true }], &[p], Some(id)).is_ok());
-        let sync: i64 = conn.pragma_query_value(None, "synchronous", |r| r.get(0)).unwrap();
-        assert_eq!(sync, 2, "FULL again after the merge");
-        let indexed: i64 = conn
-            .query_row(
-                "SELECT count(*) FROM inbox WHERE user_id = ?1 AND id = ?2",
-                params!["alice", id.to_string()],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(indexed, 1);
-        assert_eq!(schema::counts(&conn, &user).unwrap(), (1, 1), "merged rows join the stored counts");
-        assert_eq!(schema::merged_upto(&conn, &user).unwrap(), Some(id));
-        assert_eq!(schema::merge_position(&conn, (p + 1) % tail::PARTITIONS).unwrap(), None);
-    }
 }
