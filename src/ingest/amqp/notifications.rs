@@ -78,12 +78,20 @@ struct NestEnvelope {
     data: Option<Map<String, Value>>,
 }
 
+/// The largest message body taken, as for an HTTP publish body (the notification's own parts are
+/// bounded further by the domain's limits).
+pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+
 /// The fields of a NestJS `data` object that are the notification's own; everything else goes to `data`.
 const NEST_FIELDS: [&str; 6] = ["user_id", "type", "title", "message", "idempotency_key", "data"];
 
 impl Mapping {
     /// Turns one message into a notification, or says why it never can.
     pub fn decode(&self, message: &Message) -> Result<NewNotification, String> {
+        // Checked before parsing: a huge body is refused without the cost of reading it as JSON.
+        if message.body.len() > MAX_MESSAGE_BYTES {
+            return Err(format!("the body is {} bytes, over the limit of {MAX_MESSAGE_BYTES}", message.body.len()));
+        }
         let text = std::str::from_utf8(&message.body).map_err(|_| "the body is not UTF-8".to_owned())?;
         let (mut input, parsed) = match &self.shape {
             Shape::Plain => {
@@ -300,6 +308,9 @@ mod tests {
         assert!(reason(r#"{"user_id":"u"}"#).contains("\"type\""));
         assert!(reason("[1]").contains("not a JSON object"));
         assert!(reason("nope").contains("not JSON"));
+        let huge =
+            format!(r#"{{"type":"NewRefundRequest","event_owner_id":"o","pad":"{}"}}"#, "x".repeat(MAX_MESSAGE_BYTES));
+        assert!(reason(&huge).contains("over the limit"));
         let bad_utf8 = Message { body: vec![0xff, 0xfe], ..message("", None) };
         assert!(m.decode(&bad_utf8).unwrap_err().contains("UTF-8"));
     }
