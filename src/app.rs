@@ -67,6 +67,10 @@ impl Application {
             ),
         };
         let pump = tokio::spawn(broker::pump(feed_rx, broker.clone()));
+
+        let auth = Authenticator::new(&settings.auth).context("setting up token verification")?;
+        let listener = bind(settings.listen).with_context(|| format!("binding {}", settings.listen))?;
+        // After the bind: a start that fails must not have consumed (and acked) anything.
         let amqp = settings.amqp.as_ref().map(|amqp| {
             tracing::info!(
                 url = crate::config::amqp::redact_url(amqp.url.expose()),
@@ -75,8 +79,6 @@ impl Application {
             );
             Arc::new(Consumers::start(amqp, store.clone()))
         });
-        let auth = Authenticator::new(&settings.auth).context("setting up token verification")?;
-        let listener = bind(settings.listen).with_context(|| format!("binding {}", settings.listen))?;
         let state = AppState::new(Shared {
             store,
             hub,

@@ -91,10 +91,22 @@ initial_delay_ms = 100
 max_delay_ms = 400
 "#;
 
+/// Attempts enough that the lock is surely released before they run out, however slow the machine.
+const MANY_RETRIES: &str = r#"
+[amqp]
+[[amqp.consumers]]
+queue = "retrying"
+prefetch = 10
+[amqp.consumers.retry]
+attempts = 20
+initial_delay_ms = 100
+max_delay_ms = 1000
+"#;
+
 #[tokio::test]
 async fn a_transient_storage_failure_is_retried_and_then_stored_once() {
     let vhost = Vhost::create().await;
-    let (app, _config) = spawn_consuming(&vhost, Some(FAST_RETRIES), |s| {
+    let (app, _config) = spawn_consuming(&vhost, Some(MANY_RETRIES), |s| {
         s.env("HERALD_SQLITE_BUSY_TIMEOUT_MS", "100");
     })
     .await;
@@ -112,8 +124,10 @@ async fn a_transient_storage_failure_is_retried_and_then_stored_once() {
     .await;
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0]["title"], "once");
-    wait_until("the retried message to be acked", WAIT, || async {
-        (messages(&app, "retrying", "acked").await >= 2.0).then_some(())
+    // Every delivery was acked: each retried one (moved to a delay queue), then the one that was stored.
+    wait_until("the stored delivery to be acked", WAIT, || async {
+        let retried = messages(&app, "retrying", "retried").await;
+        (messages(&app, "retrying", "acked").await == retried + 1.0).then_some(())
     })
     .await;
     assert_eq!(producer.count("retrying.dlq").await, 0, "it was never dead-lettered");
@@ -136,7 +150,7 @@ async fn a_message_that_keeps_failing_is_dead_lettered_after_its_attempts_and_re
     let dead = producer.peek("retrying.dlq").await;
     assert_eq!(dead[0].header("x-herald-attempt").as_deref(), Some("3"));
     let reason = dead[0].header("x-herald-reason").unwrap_or_default();
-    assert!(reason.contains("unavailable") && reason.contains("after 3 attempts"), "{reason}");
+    assert!(reason.starts_with("gave up after 3 attempts: ") && reason.contains("unavailable"), "{reason}");
     assert_eq!(messages(&app, "retrying", "retried").await, 2.0, "attempts 1 and 2 were retried");
     lock.release();
     assert!(app.whole_inbox("unlucky").await.is_empty());
@@ -145,7 +159,7 @@ async fn a_message_that_keeps_failing_is_dead_lettered_after_its_attempts_and_re
     let config_path = config.as_ref().expect("a config file").path().join("herald.toml");
     let replay = crate::helpers::run_herald(
         &["dlq", "replay", "--queue", "retrying", "--all", "--config", &config_path.display().to_string()],
-        &amqp_settings(&vhost),
+        &vhost.settings(),
     )
     .await;
     let stdout = String::from_utf8_lossy(&replay.stdout);
@@ -158,13 +172,6 @@ async fn a_message_that_keeps_failing_is_dead_lettered_after_its_attempts_and_re
     .await;
     assert_eq!(stored.len(), 1);
     assert_eq!(producer.count("retrying.dlq").await, 0);
-}
-
-/// Settings for running `herald dlq …` against a vhost.
-pub fn amqp_settings(vhost: &Vhost) -> crate::helpers::Settings {
-    let mut settings = crate::helpers::Settings::default();
-    settings.env("HERALD_AMQP_URL", vhost.url());
-    settings
 }
 
 #[tokio::test]
@@ -207,4 +214,42 @@ async fn a_queue_declared_with_other_arguments_is_reported_by_name_and_the_rest_
     let fresh = Producer::connect(&vhost.url()).await;
     fresh.publish("", "herald.notifications", &json!({"user_id": "still-served", "type": "t"})).await;
     assert_eq!(ws.next_notification().await["type"], "t");
+}
+
+const SLOW_RETRY: &str = r#"
+[amqp]
+[[amqp.consumers]]
+queue = "slow"
+[amqp.consumers.retry]
+attempts = 3
+initial_delay_ms = 60000
+jitter = 0.0
+"#;
+
+#[tokio::test]
+async fn a_message_waiting_for_its_retry_does_not_hold_up_the_ones_behind_it() {
+    let vhost = Vhost::create().await;
+    let (app, _config) = spawn_consuming(&vhost, Some(SLOW_RETRY), |s| {
+        s.env("HERALD_SQLITE_BUSY_TIMEOUT_MS", "100");
+    })
+    .await;
+    let mut ws = app.connect_ws("queued").await;
+    let producer = Producer::connect(&vhost.url()).await;
+    let lock = WriteLock::take(&app);
+    producer.publish("", "slow", &json!({"user_id": "queued", "type": "first"})).await;
+    wait_until("the first message to be retried", WAIT, || async {
+        (messages(&app, "slow", "retried").await == 1.0).then_some(())
+    })
+    .await;
+    lock.release();
+
+    // The first waits a minute in its delay queue; the one behind it is stored and pushed meanwhile.
+    producer.publish("", "slow", &json!({"user_id": "queued", "type": "second"})).await;
+    assert_eq!(ws.next_notification().await["type"], "second");
+    assert_eq!(producer.count("slow.delay.60000").await, 1, "the first is still waiting for its retry");
+    let inbox = app.whole_inbox("queued").await;
+    assert_eq!(inbox.len(), 1, "{inbox:?}");
+    let retried = producer.peek("slow.delay.60000").await;
+    assert_eq!(retried[0].header("x-herald-attempt").as_deref(), Some("1"));
+    assert!(retried[0].header("x-herald-reason").unwrap_or_default().contains("unavailable"));
 }

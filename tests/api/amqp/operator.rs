@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::failures::amqp_settings;
 use super::{messages, spawn_consuming, wait_for_count};
 use crate::helpers::amqp::{Producer, Vhost};
 use crate::helpers::{run_herald, wait_until, WAIT};
@@ -18,7 +17,7 @@ async fn dlq_list_shows_reasons_and_purge_asks_first() {
         producer.publish_raw("notification_queue", format!("broken {i}").as_bytes()).await;
     }
     wait_for_count(&producer, "notification_queue.dlq", 3, WAIT).await;
-    let settings = amqp_settings(&vhost);
+    let settings = vhost.settings();
 
     let listed = run_herald(&["dlq", "list", "--queue", "notification_queue", "--json"], &settings).await;
     assert!(listed.status.success(), "{}", String::from_utf8_lossy(&listed.stderr));
@@ -51,6 +50,21 @@ async fn dlq_list_shows_reasons_and_purge_asks_first() {
         dead.iter().any(|m| m.header("x-herald-replays").as_deref() == Some("1")).then_some(())
     })
     .await;
+    // Replaying all of them while the consumer runs replays each once, though each is dead-lettered again
+    // (behind the others) while the replay is still going.
+    let all = run_herald(&["dlq", "replay", "--queue", "notification_queue", "--all"], &settings).await;
+    assert!(all.status.success(), "{}", String::from_utf8_lossy(&all.stderr));
+    let text = String::from_utf8_lossy(&all.stdout);
+    assert!(text.contains("replayed 3, kept 0"), "{text}");
+    let replays = wait_until("all three back in the dead-letter queue", WAIT, || async {
+        let dead = producer.peek("notification_queue.dlq").await;
+        let mut replays: Vec<String> = dead.iter().map(|m| m.header("x-herald-replays").unwrap_or_default()).collect();
+        replays.sort();
+        (replays.len() == 3 && !replays.contains(&String::new())).then_some(replays)
+    })
+    .await;
+    assert_eq!(replays, ["1", "1", "2"]);
+
     let unknown = run_herald(&["dlq", "replay", "--queue", "notification_queue", "--id", "nope"], &settings).await;
     assert!(!unknown.status.success() && String::from_utf8_lossy(&unknown.stderr).contains("nope"));
 

@@ -68,7 +68,11 @@ async fn with_the_broker_unreachable_herald_serves_and_says_so() {
         s.arg("--config").arg(config.display().to_string());
     })
     .await;
-    let (status, body) = health(&strict).await;
+    let (status, body) = wait_until("the required consumer to report the broker down", WAIT, || async {
+        let (status, body) = health(&strict).await;
+        body["amqp"]["consumers"][0]["last_error"].is_string().then_some((status, body))
+    })
+    .await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["amqp"]["status"], "down");
     assert_eq!(body["amqp"]["consumers"][0]["required"], true);
@@ -108,10 +112,11 @@ impl Numbered {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
         while next < MESSAGES {
             assert!(tokio::time::Instant::now() < deadline, "publishing did not finish in time");
-            let Ok(producer) = tokio::time::timeout(Duration::from_secs(5), try_connect(&self.url)).await else {
+            let Ok(producer) = tokio::time::timeout(Duration::from_secs(5), Producer::try_connect(&self.url)).await
+            else {
                 continue;
             };
-            let Some(producer) = producer else {
+            let Ok(producer) = producer else {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             };
@@ -153,13 +158,6 @@ impl Numbered {
         }
         Some(acked)
     }
-}
-
-async fn try_connect(url: &str) -> Option<Producer> {
-    let connection = lapin::Connection::connect(url, lapin::ConnectionProperties::default()).await.ok()?;
-    let channel = connection.create_channel().await.ok()?;
-    channel.confirm_select(lapin::options::ConfirmSelectOptions::default()).await.ok()?;
-    Some(Producer { connection, channel })
 }
 
 /// Waits until the inboxes hold every confirmed message, then checks each is there exactly once.

@@ -1,7 +1,8 @@
 //! RabbitMQ for tests: a fresh vhost per test on the machine's broker (so tests run in parallel and see the
 //! defaults exactly as a user would), a producer that publishes with confirms, and a look into queues.
 //!
-//! In CI (`CI=true`) a broker that cannot be reached fails the test; `.ci/run` starts it beforehand.
+//! A broker that cannot be reached fails the test, never skips it; `scripts/ensure-services` (run by
+//! `scripts/test`) starts it beforehand.
 
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -82,6 +83,13 @@ impl Vhost {
         format!("amqp://guest:guest@{BROKER}/{}", self.name)
     }
 
+    /// Settings for running `herald dlq …` (or a server) against this vhost.
+    pub fn settings(&self) -> crate::helpers::Settings {
+        let mut settings = crate::helpers::Settings::default();
+        settings.env("HERALD_AMQP_URL", self.url());
+        settings
+    }
+
     /// Closes every client connection to this vhost (Herald's included), as an operator or a failover would.
     pub async fn close_all_connections(&self) {
         rabbitmqctl(&["close_all_connections", "--vhost", &self.name, "test: closing every connection"]).await;
@@ -125,10 +133,15 @@ impl Got {
 
 impl Producer {
     pub async fn connect(url: &str) -> Producer {
-        let connection = Connection::connect(url, ConnectionProperties::default()).await.expect("connect to RabbitMQ");
-        let channel = connection.create_channel().await.expect("open a channel");
-        channel.confirm_select(ConfirmSelectOptions::default()).await.expect("enable publisher confirms");
-        Producer { connection, channel }
+        Producer::try_connect(url).await.unwrap_or_else(|e| panic!("connect to RabbitMQ: {e}"))
+    }
+
+    /// Connects, or says why not (for tests in which the broker is meant to be away for a while).
+    pub async fn try_connect(url: &str) -> Result<Producer, lapin::Error> {
+        let connection = Connection::connect(url, ConnectionProperties::default()).await?;
+        let channel = connection.create_channel().await?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        Ok(Producer { connection, channel })
     }
 
     /// Publishes and waits for the broker's confirm; true when it acked.
