@@ -191,6 +191,23 @@ async fn assert_exactly_once(app: &TestApp, run: &str, confirmed: &HashSet<usize
     assert_eq!(seen.len(), MESSAGES);
 }
 
+/// Midway: the broker has confirmed a good part of the stream and Herald has stored some of it.
+async fn wait_midway(app: &TestApp, confirmed: &AtomicUsize) {
+    wait_until("Herald to be consuming the stream", Duration::from_secs(60), || async {
+        (confirmed.load(Ordering::Relaxed) >= MESSAGES / 3
+            && messages(app, "herald.notifications", "acked").await >= 500.0)
+            .then_some(())
+    })
+    .await;
+}
+
+/// Nothing is left in the queue, and nothing was dead-lettered.
+async fn assert_drained(vhost: &Vhost) {
+    let producer = Producer::connect(&vhost.url()).await;
+    wait_for_count(&producer, "herald.notifications", 0, WAIT).await;
+    assert_eq!(producer.count("herald.notifications.dlq").await, 0);
+}
+
 #[tokio::test]
 async fn ten_thousand_confirmed_messages_survive_a_kill_9_of_herald_midway() {
     let vhost = Vhost::create().await;
@@ -199,22 +216,14 @@ async fn ten_thousand_confirmed_messages_survive_a_kill_9_of_herald_midway() {
     let publisher = Numbered { url: vhost.url(), run: "k9".into(), confirmed: confirmed.clone() };
     let publishing = tokio::spawn(publisher.run());
 
-    // Midway: the broker has confirmed a good part and Herald has stored some of it.
-    wait_until("Herald to be consuming the stream", Duration::from_secs(60), || async {
-        (confirmed.load(Ordering::Relaxed) >= MESSAGES / 3
-            && messages(&app, "herald.notifications", "acked").await >= 500.0)
-            .then_some(())
-    })
-    .await;
+    wait_midway(&app, &confirmed).await;
     app.kill9().await;
     app.restart().await;
     wait_consuming(&app).await;
 
     let confirmed = publishing.await.expect("the publisher");
     assert_exactly_once(&app, "k9", &confirmed).await;
-    let producer = Producer::connect(&vhost.url()).await;
-    wait_for_count(&producer, "herald.notifications", 0, WAIT).await;
-    assert_eq!(producer.count("herald.notifications.dlq").await, 0);
+    assert_drained(&vhost).await;
 }
 
 #[tokio::test]
@@ -225,18 +234,11 @@ async fn ten_thousand_confirmed_messages_survive_a_broker_restart_midway() {
     let publisher = Numbered { url: vhost.url(), run: "rr".into(), confirmed: confirmed.clone() };
     let publishing = tokio::spawn(publisher.run());
 
-    wait_until("Herald to be consuming the stream", Duration::from_secs(60), || async {
-        (confirmed.load(Ordering::Relaxed) >= MESSAGES / 3
-            && messages(&app, "herald.notifications", "acked").await >= 500.0)
-            .then_some(())
-    })
-    .await;
+    wait_midway(&app, &confirmed).await;
     vhost.restart_broker().await;
     // Herald reconnects by itself; the publisher too, publishing again whatever was not confirmed.
     let confirmed = publishing.await.expect("the publisher");
     wait_consuming(&app).await;
     assert_exactly_once(&app, "rr", &confirmed).await;
-    let producer = Producer::connect(&vhost.url()).await;
-    wait_for_count(&producer, "herald.notifications", 0, WAIT).await;
-    assert_eq!(producer.count("herald.notifications.dlq").await, 0);
+    assert_drained(&vhost).await;
 }
