@@ -16,6 +16,7 @@ use crate::broker::{self, Broker};
 use crate::config::{DatabaseUrl, Settings};
 use crate::error::CloseReason;
 use crate::hub::{Capacity, Hub};
+use crate::ingest::amqp::Consumers;
 use crate::state::{AppState, Shared};
 use crate::store::sqlite::Sqlite;
 use crate::store::Store;
@@ -62,12 +63,21 @@ impl Application {
             ),
         };
         let pump = tokio::spawn(broker::pump(feed_rx, broker.clone()));
+        let amqp = settings.amqp.as_ref().map(|amqp| {
+            tracing::info!(
+                url = crate::config::amqp::redact_url(amqp.url.expose()),
+                queues = ?amqp.consumers.iter().map(|c| c.queue.as_str()).collect::<Vec<_>>(),
+                "starting AMQP consumers"
+            );
+            Arc::new(Consumers::start(amqp, store.clone()))
+        });
         let auth = Authenticator::new(&settings.auth).context("setting up token verification")?;
         let listener = bind(settings.listen).with_context(|| format!("binding {}", settings.listen))?;
         let state = AppState::new(Shared {
             store,
             hub,
             broker,
+            amqp,
             auth: Arc::new(auth),
             ws: Arc::new(settings.ws.clone()),
             max_body_bytes: settings.max_body_bytes,
@@ -86,7 +96,8 @@ impl Application {
     /// Serves until `shutdown` resolves, then stops in order:
     /// 1. stop accepting, and let in-flight HTTP requests (and so their commits) finish;
     /// 2. close every live connection with 1001 "going away" and wait for their tasks;
-    /// 3. let the store finish every accepted write, then stop the fanout.
+    /// 3. stop the AMQP consumers (each settles the group it holds; the rest stays queued in the broker);
+    /// 4. let the store finish every accepted write, then stop the fanout.
     pub async fn run_until_stopped(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -96,14 +107,20 @@ impl Application {
         let hub = state.hub.clone();
         let store = state.store.clone();
         let connections = state.connections.clone();
+        let amqp = state.amqp.clone();
 
         let router = crate::transport::http::routes(state);
         let signal = {
             let stopping = stopping.clone();
+            let amqp = amqp.clone();
             async move {
                 shutdown.await;
                 tracing::info!("stopping: no new connections; closing live ones");
                 stopping.cancel();
+                // Consumers stop taking messages now; each settles (commits and acks) the group it holds.
+                if let Some(amqp) = &amqp {
+                    amqp.begin_stop();
+                }
                 // Live connections are not HTTP requests any more: tell them to close now, in parallel with
                 // the HTTP server draining its in-flight requests.
                 hub.registry.close_all(CloseReason::GoingAway);
@@ -124,6 +141,9 @@ impl Application {
         connections.close();
         if tokio::time::timeout(settings.shutdown_timeout, connections.wait()).await.is_err() {
             tracing::warn!("some connections did not close in time");
+        }
+        if let Some(amqp) = &amqp {
+            amqp.stop(settings.shutdown_timeout).await;
         }
         store.shutdown().await;
         // The writer has stopped and dropped the feed's sender, so the pump ends once it has sent the rest.

@@ -10,6 +10,7 @@ use crate::auth::Authenticator;
 use crate::broker::Broker;
 use crate::config::WsSettings;
 use crate::hub::Hub;
+use crate::ingest::amqp::Consumers;
 use crate::store::Store;
 
 /// Shared by every handler and connection. Cloning it (axum does, per request) is one reference count.
@@ -34,6 +35,8 @@ pub struct Shared {
     pub store: Arc<dyn Store>,
     pub hub: Arc<Hub>,
     pub broker: Arc<dyn Broker>,
+    /// The RabbitMQ consumers, when a broker is configured.
+    pub amqp: Option<Arc<Consumers>>,
     pub auth: Arc<Authenticator>,
     pub ws: Arc<WsSettings>,
     pub max_body_bytes: usize,

@@ -4,6 +4,7 @@
 //! once into typed [`Settings`]. Every error names the key (and the variable) it is about, and secrets are
 //! held as [`Secret`] so that printing the settings never shows them.
 
+pub mod amqp;
 mod secret;
 
 use std::net::SocketAddr;
@@ -13,6 +14,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use thiserror::Error;
 
+pub use amqp::AmqpSettings;
 pub use secret::{load_or_generate, Secret, StoredSecret};
 
 #[derive(Debug, Error)]
@@ -51,6 +53,8 @@ pub struct Layer {
     pub write_buffer_bytes: Option<usize>,
     pub sqlite_synchronous: Option<String>,
     pub shutdown_timeout_ms: Option<u64>,
+    pub statsd_addr: Option<String>,
+    pub amqp: Option<amqp::AmqpLayer>,
 }
 
 impl std::fmt::Debug for Layer {
@@ -81,13 +85,15 @@ const VARIABLES: &[(&str, &str)] = &[
     ("write_buffer_bytes", "HERALD_WRITE_BUFFER_BYTES"),
     ("sqlite_synchronous", "HERALD_SQLITE_SYNCHRONOUS"),
     ("shutdown_timeout_ms", "HERALD_SHUTDOWN_TIMEOUT_MS"),
+    ("statsd_addr", "HERALD_STATSD_ADDR"),
+    ("amqp.url", "HERALD_AMQP_URL"),
 ];
 
 fn variable(key: &'static str) -> &'static str {
     VARIABLES.iter().find(|(k, _)| *k == key).map_or("-", |(_, v)| v)
 }
 
-fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+pub(crate) fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { key, variable: variable(key), message: message.into() }
 }
 
@@ -146,6 +152,8 @@ impl Layer {
             "write_buffer_bytes" => self.write_buffer_bytes = Some(number(key, value)?),
             "sqlite_synchronous" => self.sqlite_synchronous = text,
             "shutdown_timeout_ms" => self.shutdown_timeout_ms = Some(number(key, value)?),
+            "statsd_addr" => self.statsd_addr = text,
+            "amqp.url" => self.amqp.get_or_insert_with(Default::default).url = text,
             _ => return Err(invalid(key, "not a configuration key")),
         }
         Ok(())
@@ -173,6 +181,14 @@ impl Layer {
             write_buffer_bytes: self.write_buffer_bytes.or(lower.write_buffer_bytes),
             sqlite_synchronous: self.sqlite_synchronous.or(lower.sqlite_synchronous),
             shutdown_timeout_ms: self.shutdown_timeout_ms.or(lower.shutdown_timeout_ms),
+            statsd_addr: self.statsd_addr.or(lower.statsd_addr),
+            amqp: match (self.amqp, lower.amqp) {
+                (Some(upper), Some(lower)) => Some(amqp::AmqpLayer {
+                    url: upper.url.or(lower.url),
+                    consumers: upper.consumers.or(lower.consumers),
+                }),
+                (upper, lower) => upper.or(lower),
+            },
         }
     }
 }
@@ -240,6 +256,10 @@ pub struct Settings {
     /// `None`: derived from the open-files limit at start.
     pub max_connections: Option<usize>,
     pub shutdown_timeout: Duration,
+    /// Where to send the metrics as DogStatsD too, besides `/metrics`.
+    pub statsd_addr: Option<SocketAddr>,
+    /// `None`: no RabbitMQ consumer runs.
+    pub amqp: Option<AmqpSettings>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8004";
@@ -307,6 +327,13 @@ impl Settings {
         if layer.max_connections == Some(0) {
             return Err(invalid("max_connections", "must be at least 1"));
         }
+        let statsd_addr = match layer.statsd_addr.as_deref() {
+            None | Some("") => None,
+            Some(text) => Some(text.parse().map_err(|_| {
+                invalid("statsd_addr", format!("expected an address like 127.0.0.1:8125, got {text:?}"))
+            })?),
+        };
+        let amqp = amqp::resolve(layer.amqp.unwrap_or_default())?;
         Ok(Settings {
             listen,
             data_dir,
@@ -330,6 +357,8 @@ impl Settings {
             max_body_bytes,
             max_connections: layer.max_connections,
             shutdown_timeout: Duration::from_millis(layer.shutdown_timeout_ms.unwrap_or(10_000)),
+            statsd_addr,
+            amqp,
         })
     }
 

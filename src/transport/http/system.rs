@@ -12,7 +12,8 @@ pub async fn health(State(state): State<AppState>) -> Response {
     let store = state.store.health().await;
     let broker = state.broker.health();
     let stopping = state.stopping.is_cancelled();
-    let ok = store.ok && broker.ok && !stopping;
+    let amqp_ok = state.amqp.as_ref().is_none_or(|a| a.ok());
+    let ok = store.ok && broker.ok && amqp_ok && !stopping;
     let status = if ok {
         "ok"
     } else if stopping {
@@ -30,6 +31,16 @@ pub async fn health(State(state): State<AppState>) -> Response {
         },
         "store": { "status": if store.ok { "ok" } else { "down" }, "backend": store.backend, "detail": store.detail },
         "broker": { "status": if broker.ok { "ok" } else { "down" }, "backend": broker.backend },
+        "amqp": state.amqp.as_ref().map(|a| {
+            let consumers = a.health();
+            let all = consumers.iter().all(|c| c.state == "consuming");
+            json!({
+                // "ok": every consumer consuming; "degraded": one is not, but none of those is required
+                // (so the node is still healthy); "down": a required one is not.
+                "status": if all { "ok" } else if amqp_ok { "degraded" } else { "down" },
+                "consumers": consumers,
+            })
+        }),
     });
     let code = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (code, axum::Json(body)).into_response()

@@ -1,4 +1,4 @@
-//! The command line: `herald serve` and `herald token`.
+//! The command line: `herald serve`, `herald token` and `herald dlq`.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -13,6 +13,8 @@ use crate::config::{Layer, Settings};
 use crate::domain::UserId;
 use crate::telemetry;
 
+mod dlq;
+
 #[derive(Parser)]
 #[command(name = "herald", version, about = "A real-time notification hub")]
 pub struct Cli {
@@ -26,6 +28,51 @@ enum Command {
     Serve(ServeArgs),
     /// Print a signed token for a user (needs the HS256 secret: configured, or generated under the data dir).
     Token(TokenArgs),
+    /// Inspect, replay or purge the RabbitMQ dead-letter queues (needs the AMQP URL, as for serve).
+    Dlq(DlqArgs),
+}
+
+#[derive(Args)]
+struct DlqArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    #[command(subcommand)]
+    action: DlqAction,
+}
+
+#[derive(Subcommand)]
+enum DlqAction {
+    /// Count the dead-lettered messages and show each one's reason, attempts and the start of its body.
+    List {
+        /// A consumer's queue (or its `.dlq`); every configured consumer's when left out.
+        #[arg(long)]
+        queue: Option<String>,
+        /// Show at most this many messages per queue.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send dead-lettered messages back through their consumer, with a fresh set of attempts.
+    Replay {
+        #[arg(long)]
+        queue: Option<String>,
+        /// Replay every message.
+        #[arg(long, conflicts_with = "id", required_unless_present = "id")]
+        all: bool,
+        /// Replay these messages (the ids `herald dlq list` shows).
+        #[arg(long, num_args = 1..)]
+        id: Vec<String>,
+    },
+    /// Delete every dead-lettered message.
+    Purge {
+        #[arg(long)]
+        queue: Option<String>,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 /// Options shared by every command that reads the configuration. Flags beat HERALD_* variables, which beat
@@ -81,6 +128,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Token(args) => token(args),
+        Command::Dlq(args) => dlq::run(settings(&args.config, Layer::default())?, args.action.into()).await,
     }
 }
 
@@ -112,6 +160,17 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
     let token = Authenticator::new(&settings.auth)?.mint(&user, Duration::from_secs(args.ttl))?;
     println!("{token}");
     Ok(())
+}
+
+impl From<DlqAction> for dlq::Action {
+    fn from(action: DlqAction) -> Self {
+        use dlq::Action;
+        match action {
+            DlqAction::List { queue, limit, json } => Action::List { queue, limit, json },
+            DlqAction::Replay { queue, all, id } => Action::Replay { queue, all, ids: id },
+            DlqAction::Purge { queue, yes } => Action::Purge { queue, yes },
+        }
+    }
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

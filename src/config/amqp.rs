@@ -1,0 +1,365 @@
+//! The `[amqp]` section: the broker URL and the consumers, each with its queue topology, retry policy and
+//! the shape of the messages it reads.
+//!
+//! With only a URL configured (`HERALD_AMQP_URL`), [`default_consumers`] gives the three shapes of the
+//! systems Herald replaces; any `[[amqp.consumers]]` entry replaces those defaults entirely.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{ConfigError, Secret};
+
+/// The `[amqp]` table as written in the TOML file.
+#[derive(Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AmqpLayer {
+    pub url: Option<String>,
+    pub consumers: Option<Vec<ConsumerLayer>>,
+}
+
+/// One `[[amqp.consumers]]` entry as written. Only `queue` is required.
+#[derive(Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumerLayer {
+    pub queue: String,
+    /// An exchange to declare and bind the queue to; none (or "") means the default exchange.
+    pub exchange: Option<String>,
+    /// `topic` (default), `direct`, `fanout` or `headers`.
+    pub exchange_type: Option<String>,
+    pub binding_keys: Option<Vec<String>>,
+    pub consumer_tag: Option<String>,
+    pub prefetch: Option<u16>,
+    /// When true, `/health` is 503 while this consumer is not consuming.
+    pub required: Option<bool>,
+    /// `plain` (default), `nestjs` or `typed`.
+    pub shape: Option<String>,
+    /// nestjs: the `pattern` to accept (default `create_notification`).
+    pub pattern: Option<String>,
+    /// typed: the field that names the message's type (default `type`).
+    pub type_field: Option<String>,
+    /// typed: message type → the field that holds the target user id.
+    pub targets: Option<BTreeMap<String, String>>,
+    /// typed: optional fields to use as the notification's title and message.
+    pub title_field: Option<String>,
+    pub message_field: Option<String>,
+    /// A field (a dotted path) whose value is the idempotency key when the message has no
+    /// `idempotency_key` and no AMQP `message_id`.
+    pub idempotency_field: Option<String>,
+    pub retry: Option<RetryLayer>,
+}
+
+#[derive(Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryLayer {
+    /// Attempts in all, the first delivery included (default 5).
+    pub attempts: Option<u32>,
+    pub initial_delay_ms: Option<u64>,
+    pub multiplier: Option<f64>,
+    pub max_delay_ms: Option<u64>,
+    /// 0..=1: each delay is shortened by up to this fraction, at random (default 0.2).
+    pub jitter: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExchangeKind {
+    Topic,
+    Direct,
+    Fanout,
+    Headers,
+}
+
+impl ExchangeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExchangeKind::Topic => "topic",
+            ExchangeKind::Direct => "direct",
+            ExchangeKind::Fanout => "fanout",
+            ExchangeKind::Headers => "headers",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExchangeSpec {
+    pub name: String,
+    pub kind: ExchangeKind,
+    pub binding_keys: Vec<String>,
+}
+
+/// How transiently failed messages are retried: attempt `n` (1-based) that fails waits
+/// `initial × multiplier^(n-1)`, capped, shortened by up to `jitter` at random.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    pub attempts: u32,
+    pub initial_delay: Duration,
+    pub multiplier: f64,
+    pub max_delay: Duration,
+    pub jitter: f64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            attempts: 5,
+            initial_delay: Duration::from_secs(1),
+            multiplier: 2.0,
+            max_delay: Duration::from_secs(60),
+            jitter: 0.2,
+        }
+    }
+}
+
+/// How a message becomes a notification.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Shape {
+    /// A body exactly like `POST /api/v1/notifications`.
+    Plain,
+    /// A NestJS microservice message: `{"pattern": …, "data": {"user_id","type","title","message",…}}`.
+    NestJs { pattern: String },
+    /// A JSON object tagged by a type field; the target user's field depends on the type, and the whole
+    /// message is the notification's data.
+    Typed {
+        type_field: String,
+        targets: BTreeMap<String, String>,
+        title_field: Option<String>,
+        message_field: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct ConsumerSettings {
+    pub queue: String,
+    pub exchange: Option<ExchangeSpec>,
+    pub consumer_tag: String,
+    pub prefetch: u16,
+    pub required: bool,
+    pub shape: Shape,
+    pub idempotency_field: Option<String>,
+    pub retry: RetryPolicy,
+}
+
+#[derive(Debug, Clone)]
+pub struct AmqpSettings {
+    /// The broker URL; it may hold a password, so it is a secret (see [`redact_url`]).
+    pub url: Secret,
+    pub consumers: Vec<ConsumerSettings>,
+}
+
+pub const DEFAULT_PREFETCH: u16 = 500;
+/// AMQP short strings (queue names, tags) are at most 255 bytes; Herald appends suffixes such as
+/// `.delay.60000`, so it keeps names shorter than that.
+const MAX_QUEUE_NAME: usize = 200;
+
+fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+    super::invalid(key, message)
+}
+
+/// The three consumers that run when only the URL is configured. The README lists them.
+pub fn default_consumers() -> Vec<ConsumerLayer> {
+    let targets = [
+        ("RefundStatusChanged", "user_id"),
+        ("refund_status_changed", "user_id"),
+        ("NewRefundRequest", "event_owner_id"),
+        ("new_refund_request", "event_owner_id"),
+    ]
+    .into_iter()
+    .map(|(t, f)| (t.to_owned(), f.to_owned()))
+    .collect();
+    vec![
+        ConsumerLayer {
+            queue: "ws.broadcast.queue".into(),
+            exchange: Some("herald.events".into()),
+            exchange_type: Some("topic".into()),
+            binding_keys: Some(vec!["ws.broadcast".into()]),
+            consumer_tag: Some("notification_ws_broker".into()),
+            shape: Some("typed".into()),
+            targets: Some(targets),
+            ..ConsumerLayer::default()
+        },
+        ConsumerLayer { queue: "notification_queue".into(), shape: Some("nestjs".into()), ..ConsumerLayer::default() },
+        ConsumerLayer { queue: "herald.notifications".into(), shape: Some("plain".into()), ..ConsumerLayer::default() },
+    ]
+}
+
+/// Checks the `[amqp]` layer; `None` when no URL is configured (then no consumer runs, and configured
+/// consumers without a URL are an error).
+pub fn resolve(layer: AmqpLayer) -> Result<Option<AmqpSettings>, ConfigError> {
+    let Some(url) = layer.url.filter(|u| !u.trim().is_empty()) else {
+        if layer.consumers.is_some_and(|c| !c.is_empty()) {
+            return Err(invalid("amqp.url", "[[amqp.consumers]] are configured but no broker URL is"));
+        }
+        return Ok(None);
+    };
+    if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
+        return Err(invalid("amqp.url", "expected an amqp:// or amqps:// URL"));
+    }
+    let layers = layer.consumers.filter(|c| !c.is_empty()).unwrap_or_else(default_consumers);
+    let mut consumers = Vec::with_capacity(layers.len());
+    for consumer in layers {
+        let resolved = resolve_consumer(consumer)?;
+        if consumers.iter().any(|c: &ConsumerSettings| c.queue == resolved.queue) {
+            return Err(invalid("amqp.consumers", format!("queue {:?} is consumed twice", resolved.queue)));
+        }
+        consumers.push(resolved);
+    }
+    Ok(Some(AmqpSettings { url: Secret::new(url), consumers }))
+}
+
+fn resolve_consumer(layer: ConsumerLayer) -> Result<ConsumerSettings, ConfigError> {
+    let queue = layer.queue;
+    let key = "amqp.consumers";
+    let named = |message: String| invalid(key, format!("queue {queue:?}: {message}"));
+    if queue.is_empty() || queue.len() > MAX_QUEUE_NAME || queue.starts_with("amq.") {
+        return Err(named(format!("a queue name must be 1..={MAX_QUEUE_NAME} bytes and not start with amq.")));
+    }
+    let exchange = match layer.exchange.filter(|e| !e.is_empty()) {
+        None => {
+            if layer.binding_keys.as_ref().is_some_and(|k| !k.is_empty()) {
+                return Err(named("binding_keys need an exchange (the default exchange takes no bindings)".into()));
+            }
+            None
+        }
+        Some(name) => {
+            let kind = match layer.exchange_type.as_deref().unwrap_or("topic") {
+                "topic" => ExchangeKind::Topic,
+                "direct" => ExchangeKind::Direct,
+                "fanout" => ExchangeKind::Fanout,
+                "headers" => ExchangeKind::Headers,
+                other => return Err(named(format!("exchange_type {other:?} is not topic, direct, fanout or headers"))),
+            };
+            if name.starts_with("amq.") || name.len() > 255 {
+                return Err(named(format!("exchange {name:?} must not start with amq. and be at most 255 bytes")));
+            }
+            let binding_keys = layer.binding_keys.unwrap_or_else(|| vec![queue.clone()]);
+            Some(ExchangeSpec { name, kind, binding_keys })
+        }
+    };
+    let prefetch = layer.prefetch.unwrap_or(DEFAULT_PREFETCH);
+    if prefetch == 0 {
+        return Err(named("prefetch must be at least 1".into()));
+    }
+    let shape = match layer.shape.as_deref().unwrap_or("plain") {
+        "plain" => Shape::Plain,
+        "nestjs" => Shape::NestJs { pattern: layer.pattern.unwrap_or_else(|| "create_notification".into()) },
+        "typed" => {
+            let targets = layer.targets.unwrap_or_default();
+            if targets.is_empty() {
+                return Err(named("a typed consumer needs [amqp.consumers.targets]: type = \"user field\"".into()));
+            }
+            Shape::Typed {
+                type_field: layer.type_field.unwrap_or_else(|| "type".into()),
+                targets,
+                title_field: layer.title_field,
+                message_field: layer.message_field,
+            }
+        }
+        other => return Err(named(format!("shape {other:?} is not plain, nestjs or typed"))),
+    };
+    let retry = resolve_retry(layer.retry.unwrap_or_default()).map_err(named)?;
+    Ok(ConsumerSettings {
+        consumer_tag: layer.consumer_tag.unwrap_or_else(|| format!("herald:{queue}")),
+        queue,
+        exchange,
+        prefetch,
+        required: layer.required.unwrap_or(false),
+        shape,
+        idempotency_field: layer.idempotency_field,
+        retry,
+    })
+}
+
+fn resolve_retry(layer: RetryLayer) -> Result<RetryPolicy, String> {
+    let default = RetryPolicy::default();
+    let policy = RetryPolicy {
+        attempts: layer.attempts.unwrap_or(default.attempts),
+        initial_delay: layer.initial_delay_ms.map_or(default.initial_delay, Duration::from_millis),
+        multiplier: layer.multiplier.unwrap_or(default.multiplier),
+        max_delay: layer.max_delay_ms.map_or(default.max_delay, Duration::from_millis),
+        jitter: layer.jitter.unwrap_or(default.jitter),
+    };
+    if !(1..=50).contains(&policy.attempts) {
+        return Err("retry.attempts must be 1..=50".into());
+    }
+    if policy.initial_delay < Duration::from_millis(10) || policy.max_delay < policy.initial_delay {
+        return Err("retry.initial_delay_ms must be at least 10 and at most retry.max_delay_ms".into());
+    }
+    if policy.max_delay > Duration::from_secs(7 * 24 * 3600) {
+        return Err("retry.max_delay_ms must be at most a week".into());
+    }
+    if !(1.0..=10.0).contains(&policy.multiplier) {
+        return Err("retry.multiplier must be 1..=10".into());
+    }
+    if !(0.0..=1.0).contains(&policy.jitter) {
+        return Err("retry.jitter must be 0..=1".into());
+    }
+    Ok(policy)
+}
+
+/// The URL without its password, for logs and `/health`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return "[unparsable URL]".into() };
+    match rest.split_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url() -> Option<String> {
+        Some("amqp://guest:guest@127.0.0.1:5672/%2f".into())
+    }
+
+    #[test]
+    fn a_url_alone_gives_the_three_defaults() {
+        let s = resolve(AmqpLayer { url: url(), consumers: None }).unwrap().unwrap();
+        let queues: Vec<_> = s.consumers.iter().map(|c| c.queue.as_str()).collect();
+        assert_eq!(queues, ["ws.broadcast.queue", "notification_queue", "herald.notifications"]);
+        let refunds = &s.consumers[0];
+        assert_eq!(refunds.consumer_tag, "notification_ws_broker");
+        let exchange = refunds.exchange.as_ref().unwrap();
+        assert_eq!((exchange.name.as_str(), exchange.kind), ("herald.events", ExchangeKind::Topic));
+        assert_eq!(exchange.binding_keys, ["ws.broadcast"]);
+        assert!(
+            matches!(&refunds.shape, Shape::Typed { targets, .. } if targets["NewRefundRequest"] == "event_owner_id")
+        );
+        assert!(matches!(&s.consumers[1].shape, Shape::NestJs { pattern } if pattern == "create_notification"));
+        assert_eq!(s.consumers[2].retry, RetryPolicy::default());
+    }
+
+    #[test]
+    fn no_url_means_no_consumers() {
+        assert!(resolve(AmqpLayer::default()).unwrap().is_none());
+        let orphan =
+            AmqpLayer { url: None, consumers: Some(vec![ConsumerLayer { queue: "q".into(), ..Default::default() }]) };
+        assert!(resolve(orphan).unwrap_err().to_string().contains("no broker URL"));
+    }
+
+    #[test]
+    fn bad_consumers_are_named() {
+        let bad =
+            |c: ConsumerLayer| resolve(AmqpLayer { url: url(), consumers: Some(vec![c]) }).unwrap_err().to_string();
+        let err = bad(ConsumerLayer { queue: "q1".into(), shape: Some("typed".into()), ..Default::default() });
+        assert!(err.contains("q1") && err.contains("targets"), "{err}");
+        let err = bad(ConsumerLayer { queue: "q2".into(), binding_keys: Some(vec!["k".into()]), ..Default::default() });
+        assert!(err.contains("q2") && err.contains("exchange"), "{err}");
+        let retry = RetryLayer { attempts: Some(0), ..Default::default() };
+        let err = bad(ConsumerLayer { queue: "q3".into(), retry: Some(retry), ..Default::default() });
+        assert!(err.contains("attempts"), "{err}");
+        let err = resolve(AmqpLayer { url: Some("http://x".into()), consumers: None }).unwrap_err().to_string();
+        assert!(err.contains("HERALD_AMQP_URL"), "{err}");
+    }
+
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(redact_url("amqp://guest:secret@host:5672/v"), "amqp://guest:***@host:5672/v");
+        assert_eq!(redact_url("amqp://host/v"), "amqp://host/v");
+    }
+}
