@@ -124,8 +124,9 @@ impl Publisher {
                     pending.push(Box::pin(async move { (seq, sent, confirm.await) }));
                 }
                 Err(e) => {
-                    // The channel is closed: nothing more can be published on it.
-                    tally.note(format!("publish: {e}"));
+                    // The channel is closed: nothing more can be published on it. (The report
+                    // puts "publish: " in front of this.)
+                    tally.note(e.to_string());
                     tally.fail(seq..job.total);
                     break;
                 }
