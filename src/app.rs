@@ -18,7 +18,7 @@ use crate::error::CloseReason;
 use crate::hub::{Capacity, Hub};
 use crate::ingest::amqp::Consumers;
 use crate::state::{AppState, Shared};
-use crate::store::sqlite::Sqlite;
+use crate::store::sqlite::{Options, Sqlite};
 use crate::store::Store;
 
 /// Committed event groups waiting for the fanout; when full, the store's writer waits (backpressure).
@@ -58,11 +58,19 @@ impl Application {
         let (feed, feed_rx) = mpsc::channel(FEED_CAPACITY);
         let store: Arc<dyn Store> = match &settings.database {
             DatabaseUrl::Sqlite(path) => Arc::new(
-                Sqlite::open(path, settings.sqlite_synchronous, feed)
-                    .with_context(|| format!("opening the SQLite store at {}", path.display()))?,
+                Sqlite::open_with(
+                    path,
+                    Options { busy_timeout: settings.sqlite_busy_timeout, ..Options::new(settings.sqlite_synchronous) },
+                    feed,
+                )
+                .with_context(|| format!("opening the SQLite store at {}", path.display()))?,
             ),
         };
         let pump = tokio::spawn(broker::pump(feed_rx, broker.clone()));
+
+        let auth = Authenticator::new(&settings.auth).context("setting up token verification")?;
+        let listener = bind(settings.listen).with_context(|| format!("binding {}", settings.listen))?;
+        // After the bind: a start that fails must not have consumed (and acked) anything.
         let amqp = settings.amqp.as_ref().map(|amqp| {
             tracing::info!(
                 url = crate::config::amqp::redact_url(amqp.url.expose()),
@@ -71,8 +79,6 @@ impl Application {
             );
             Arc::new(Consumers::start(amqp, store.clone()))
         });
-        let auth = Authenticator::new(&settings.auth).context("setting up token verification")?;
-        let listener = bind(settings.listen).with_context(|| format!("binding {}", settings.listen))?;
         let state = AppState::new(Shared {
             store,
             hub,

@@ -17,4 +17,5 @@ pub mod protocol;
 pub mod state;
 pub mod store;
 pub mod telemetry;
+pub mod topics;
 pub mod transport;

@@ -35,17 +35,36 @@ pub fn metrics() -> &'static Metrics {
     })
 }
 
-/// Installs the global Prometheus recorder. Call once, before any metric is touched.
-pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
+/// Installs the global recorder: Prometheus (served at `/metrics`), and with `statsd` the same metrics sent
+/// as DogStatsD over UDP too (the `metrics` ecosystem's exporter, behind a fanout). Call once, before any
+/// metric is touched.
+pub fn install_metrics(statsd: Option<std::net::SocketAddr>) -> anyhow::Result<PrometheusHandle> {
     let latency = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
-    let handle = PrometheusBuilder::new()
+    let prometheus = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Full("herald_publish_to_push_seconds".into()), &latency)?
         .set_buckets_for_metric(Matcher::Full("herald_store_commit_seconds".into()), &latency)?
         .set_buckets_for_metric(
             Matcher::Full("herald_store_group_size".into()),
             &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0],
         )?
-        .install_recorder()?;
+        .set_buckets_for_metric(Matcher::Full("herald_amqp_processing_seconds".into()), &latency)?
+        .build_recorder();
+    let handle = prometheus.handle();
+    match statsd {
+        None => metrics::set_global_recorder(prometheus)?,
+        Some(addr) => {
+            // Histograms go as DogStatsD distributions, as Datadog expects for latencies.
+            let dogstatsd = metrics_exporter_dogstatsd::DogStatsDBuilder::default()
+                .with_remote_address(addr.to_string())?
+                .send_histograms_as_distributions(true)
+                .build()?;
+            let fanout =
+                metrics_util::layers::FanoutBuilder::default().add_recorder(prometheus).add_recorder(dogstatsd).build();
+            metrics::set_global_recorder(fanout)
+                .map_err(|_| anyhow::anyhow!("a metrics recorder is already installed"))?;
+            tracing::info!(%addr, "sending metrics as DogStatsD too");
+        }
+    }
     describe();
     Ok(handle)
 }
@@ -78,6 +97,16 @@ fn describe() {
     describe_counter!("herald_errors_total", "Errors answered to clients, by code.");
     describe_histogram!("herald_store_commit_seconds", Unit::Seconds, "Time to run and commit one write group.");
     describe_histogram!("herald_store_group_size", "Commands committed together in one transaction.");
+    describe_counter!(
+        "herald_amqp_messages_total",
+        "AMQP messages by queue and outcome: consumed, acked, retried (sent to a delay queue), dead_lettered."
+    );
+    describe_histogram!(
+        "herald_amqp_processing_seconds",
+        Unit::Seconds,
+        "From a message's arrival to its ack (committed, or moved to a delay or dead-letter queue)."
+    );
+    describe_gauge!("herald_amqp_consumer_state", "1 for each consumer's current state (connecting, consuming, down).");
 }
 
 /// Installs the `tracing` subscriber on stderr: text by default, JSON lines on request.

@@ -5,7 +5,7 @@ use std::io::{BufRead, Write};
 
 use anyhow::{bail, Context};
 
-use crate::config::Settings;
+use crate::config::{AmqpSettings, Settings};
 use crate::ingest::amqp::dlq::{self, Selection};
 
 pub enum Action {
@@ -15,22 +15,20 @@ pub enum Action {
 }
 
 /// The queues an action is about: the one named, or every configured consumer's.
-fn queues(settings: &Settings, named: Option<String>) -> anyhow::Result<Vec<String>> {
-    let amqp = settings.amqp.as_ref().context("no AMQP broker is configured (set HERALD_AMQP_URL or [amqp] url)")?;
+fn queues(amqp: &AmqpSettings, named: Option<String>) -> anyhow::Result<Vec<String>> {
     Ok(match named {
-        Some(queue) => vec![dlq::work_queue(&queue).to_owned()],
+        Some(queue) => vec![dlq::work_queue(&queue)?.to_owned()],
         None => amqp.consumers.iter().map(|c| c.queue.clone()).collect(),
     })
 }
 
 pub async fn run(settings: Settings, action: Action) -> anyhow::Result<()> {
-    let url =
-        settings.amqp.as_ref().map(|a| a.url.clone()).context("no AMQP broker is configured (set HERALD_AMQP_URL)")?;
-    let connection = dlq::connect(&url).await?;
+    let amqp = settings.amqp.as_ref().context("no AMQP broker is configured (set HERALD_AMQP_URL or [amqp] url)")?;
+    let connection = dlq::connect(&amqp.url).await?;
     let mut out = std::io::stdout().lock();
     match action {
         Action::List { queue, limit, json } => {
-            for queue in queues(&settings, queue)? {
+            for queue in queues(amqp, queue)? {
                 let listing = dlq::list(&connection, &queue, limit).await?;
                 if json {
                     writeln!(out, "{}", serde_json::to_string(&listing)?)?;
@@ -57,7 +55,7 @@ pub async fn run(settings: Settings, action: Action) -> anyhow::Result<()> {
         Action::Replay { queue, all, ids } => {
             let selection = if all { Selection::All } else { Selection::Ids(ids.into_iter().collect::<HashSet<_>>()) };
             let mut missing: Option<Vec<String>> = None;
-            for queue in queues(&settings, queue)? {
+            for queue in queues(amqp, queue)? {
                 let report = dlq::replay(&connection, &queue, &selection, |done, total| {
                     if total > 0 {
                         eprint!("\r{queue}: replayed {done} of {total}");
@@ -77,7 +75,7 @@ pub async fn run(settings: Settings, action: Action) -> anyhow::Result<()> {
             }
         }
         Action::Purge { queue, yes } => {
-            let queues = queues(&settings, queue)?;
+            let queues = queues(amqp, queue)?;
             if !yes {
                 let names: Vec<String> = queues.iter().map(|q| format!("{q}.dlq")).collect();
                 eprint!("Delete every message in {}? [y/N] ", names.join(", "));

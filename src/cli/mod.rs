@@ -80,10 +80,10 @@ enum DlqAction {
 #[derive(Args)]
 struct ConfigArgs {
     /// A TOML file with any of the configuration keys.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     config: Option<PathBuf>,
     /// Where the SQLite database and generated secrets live [default: ./data].
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", global = true)]
     data_dir: Option<PathBuf>,
 }
 
@@ -141,7 +141,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let verb = if stored.created { "generated" } else { "using" };
         tracing::info!(path = %stored.path.display(), "{verb} a secret kept in the data dir (mode 0600)");
     }
-    let prometheus = telemetry::install_metrics()?;
+    let prometheus = telemetry::install_metrics(settings.statsd_addr)?;
     tokio::spawn(telemetry::run_upkeep(prometheus.clone()));
     let app = Application::build(settings, Some(prometheus)).await?;
     let addr = app.local_addr()?;

@@ -192,8 +192,16 @@ pub fn resolve(layer: AmqpLayer) -> Result<Option<AmqpSettings>, ConfigError> {
         }
         return Ok(None);
     };
-    if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
-        return Err(invalid("amqp.url", "expected an amqp:// or amqps:// URL"));
+    if url.starts_with("amqps://") {
+        // lapin is built without a TLS backend (see Cargo.toml); refusing here beats failing every connect.
+        return Err(invalid("amqp.url", "amqps:// is not supported by this build: use amqp://, or TLS in front"));
+    }
+    if !url.starts_with("amqp://") {
+        return Err(invalid("amqp.url", "expected an amqp:// URL"));
+    }
+    // The parser's message may quote the URL (and so the password): name the problem without it.
+    if url.parse::<lapin::uri::AMQPUri>().is_err() {
+        return Err(invalid("amqp.url", "not a valid AMQP URL (amqp://user:password@host:port/vhost)"));
     }
     let layers = layer.consumers.filter(|c| !c.is_empty()).unwrap_or_else(default_consumers);
     let mut consumers = Vec::with_capacity(layers.len());
@@ -236,6 +244,13 @@ fn resolve_consumer(layer: ConsumerLayer) -> Result<ConsumerSettings, ConfigErro
             Some(ExchangeSpec { name, kind, binding_keys })
         }
     };
+    let consumer_tag = layer.consumer_tag.unwrap_or_else(|| format!("herald:{queue}"));
+    if consumer_tag.len() > 255 {
+        return Err(named("consumer_tag must be at most 255 bytes".into()));
+    }
+    if let Some(key) = exchange.iter().flat_map(|e| &e.binding_keys).find(|k| k.len() > 255) {
+        return Err(named(format!("binding key {:?}… is over 255 bytes", &key[..16])));
+    }
     let prefetch = layer.prefetch.unwrap_or(DEFAULT_PREFETCH);
     if prefetch == 0 {
         return Err(named("prefetch must be at least 1".into()));
@@ -259,7 +274,7 @@ fn resolve_consumer(layer: ConsumerLayer) -> Result<ConsumerSettings, ConfigErro
     };
     let retry = resolve_retry(layer.retry.unwrap_or_default()).map_err(named)?;
     Ok(ConsumerSettings {
-        consumer_tag: layer.consumer_tag.unwrap_or_else(|| format!("herald:{queue}")),
+        consumer_tag,
         queue,
         exchange,
         prefetch,
@@ -297,13 +312,16 @@ fn resolve_retry(layer: RetryLayer) -> Result<RetryPolicy, String> {
     Ok(policy)
 }
 
-/// The URL without its password, for logs and `/health`.
+/// The URL without its password, for logs and `/health`. The authority ends at the first `/`, `?` or `#`,
+/// and the userinfo at its last `@` (a password may hold a raw `@`), as URL parsers read it.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else { return "[unparsable URL]".into() };
-    match rest.split_once('@') {
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    match authority.rsplit_once('@') {
         Some((userinfo, host)) => {
             let user = userinfo.split(':').next().unwrap_or_default();
-            format!("{scheme}://{user}:***@{host}")
+            format!("{scheme}://{user}:***@{host}{path}")
         }
         None => url.to_owned(),
     }
@@ -353,13 +371,18 @@ mod tests {
         let retry = RetryLayer { attempts: Some(0), ..Default::default() };
         let err = bad(ConsumerLayer { queue: "q3".into(), retry: Some(retry), ..Default::default() });
         assert!(err.contains("attempts"), "{err}");
-        let err = resolve(AmqpLayer { url: Some("http://x".into()), consumers: None }).unwrap_err().to_string();
-        assert!(err.contains("HERALD_AMQP_URL"), "{err}");
+        for url in ["http://x", "amqps://h/v", "amqp://h:notaport/v"] {
+            let err = resolve(AmqpLayer { url: Some(url.into()), consumers: None }).unwrap_err().to_string();
+            assert!(err.contains("HERALD_AMQP_URL"), "{url}: {err}");
+        }
+        let err = bad(ConsumerLayer { queue: "q4".into(), consumer_tag: Some("t".repeat(300)), ..Default::default() });
+        assert!(err.contains("consumer_tag"), "{err}");
     }
 
     #[test]
     fn urls_are_redacted() {
         assert_eq!(redact_url("amqp://guest:secret@host:5672/v"), "amqp://guest:***@host:5672/v");
         assert_eq!(redact_url("amqp://host/v"), "amqp://host/v");
+        assert_eq!(redact_url("amqp://svc:p@ss@host/v@x"), "amqp://svc:***@host/v@x");
     }
 }

@@ -52,6 +52,7 @@ pub struct Layer {
     pub max_frame_bytes: Option<usize>,
     pub write_buffer_bytes: Option<usize>,
     pub sqlite_synchronous: Option<String>,
+    pub sqlite_busy_timeout_ms: Option<u64>,
     pub shutdown_timeout_ms: Option<u64>,
     pub statsd_addr: Option<String>,
     pub amqp: Option<amqp::AmqpLayer>,
@@ -84,6 +85,7 @@ const VARIABLES: &[(&str, &str)] = &[
     ("max_frame_bytes", "HERALD_MAX_FRAME_BYTES"),
     ("write_buffer_bytes", "HERALD_WRITE_BUFFER_BYTES"),
     ("sqlite_synchronous", "HERALD_SQLITE_SYNCHRONOUS"),
+    ("sqlite_busy_timeout_ms", "HERALD_SQLITE_BUSY_TIMEOUT_MS"),
     ("shutdown_timeout_ms", "HERALD_SHUTDOWN_TIMEOUT_MS"),
     ("statsd_addr", "HERALD_STATSD_ADDR"),
     ("amqp.url", "HERALD_AMQP_URL"),
@@ -151,6 +153,7 @@ impl Layer {
             "max_frame_bytes" => self.max_frame_bytes = Some(number(key, value)?),
             "write_buffer_bytes" => self.write_buffer_bytes = Some(number(key, value)?),
             "sqlite_synchronous" => self.sqlite_synchronous = text,
+            "sqlite_busy_timeout_ms" => self.sqlite_busy_timeout_ms = Some(number(key, value)?),
             "shutdown_timeout_ms" => self.shutdown_timeout_ms = Some(number(key, value)?),
             "statsd_addr" => self.statsd_addr = text,
             "amqp.url" => self.amqp.get_or_insert_with(Default::default).url = text,
@@ -180,6 +183,7 @@ impl Layer {
             max_frame_bytes: self.max_frame_bytes.or(lower.max_frame_bytes),
             write_buffer_bytes: self.write_buffer_bytes.or(lower.write_buffer_bytes),
             sqlite_synchronous: self.sqlite_synchronous.or(lower.sqlite_synchronous),
+            sqlite_busy_timeout_ms: self.sqlite_busy_timeout_ms.or(lower.sqlite_busy_timeout_ms),
             shutdown_timeout_ms: self.shutdown_timeout_ms.or(lower.shutdown_timeout_ms),
             statsd_addr: self.statsd_addr.or(lower.statsd_addr),
             amqp: match (self.amqp, lower.amqp) {
@@ -248,6 +252,8 @@ pub struct Settings {
     pub data_dir: PathBuf,
     pub database: DatabaseUrl,
     pub sqlite_synchronous: Synchronous,
+    /// How long a write waits for a lock held by another process before it fails as unavailable.
+    pub sqlite_busy_timeout: Duration,
     pub auth: AuthSettings,
     pub log_format: LogFormat,
     pub log_filter: String,
@@ -339,6 +345,7 @@ impl Settings {
             data_dir,
             database,
             sqlite_synchronous,
+            sqlite_busy_timeout: Duration::from_millis(layer.sqlite_busy_timeout_ms.unwrap_or(5_000)),
             auth: AuthSettings {
                 jwt_key,
                 issuer: layer.jwt_issuer,

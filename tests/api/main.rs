@@ -5,6 +5,7 @@
 
 mod helpers;
 
+mod amqp;
 mod auth;
 mod bad_input;
 mod config;

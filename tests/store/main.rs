@@ -9,6 +9,7 @@ use herald::config::Synchronous;
 use herald::domain::{InboxEvent, NewNotification, NotificationId, NotificationInput, UserId};
 use herald::store::sqlite::{Options, Sqlite};
 use herald::store::{InsertOutcome, ListQuery, Since, Store};
+use rusqlite::OptionalExtension;
 use tokio::sync::mpsc;
 
 struct Backend {
@@ -53,6 +54,35 @@ fn new(user_id: &str, title: &str, key: Option<&str>) -> NewNotification {
 
 fn created_ids(outcomes: &[InsertOutcome]) -> Vec<NotificationId> {
     outcomes.iter().map(|o| o.notification().id).collect()
+}
+
+/// Waits until the merge position of `user`'s partition reaches `id`, that is, until a merge that indexed
+/// `id` has committed. The store promises that a due partition is merged while it runs (after a later
+/// commit group, or at the writer's next tick), not that any particular reply comes after that merge: an
+/// idle writer stops merging as soon as a command arrives, and answers that command first. So a test that
+/// needs a merge to have happened waits for its position, which the merge commits with the index.
+async fn wait_for_merge(path: &std::path::Path, user: &str, id: NotificationId) {
+    let conn = rusqlite::Connection::open(path).expect("open the database");
+    let id = id.to_string();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        // A user's partition is the `part` of their counts, which their first merge writes.
+        let position: Option<String> = conn
+            .query_row(
+                "SELECT m.value FROM inbox_counts c JOIN meta m ON m.key = 'merged_upto.' || c.part \
+                 WHERE c.user_id = ?1",
+                [user],
+                |r| r.get(0),
+            )
+            .optional()
+            .expect("read the merge position");
+        if position.is_some_and(|p| p >= id) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{user}'s partition was not merged up to {id} in time");
+        // Only the pace of polling: the condition above is what the test waits for.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 async fn next_events(feed: &mut mpsc::Receiver<Vec<InboxEvent>>) -> Vec<InboxEvent> {
@@ -431,8 +461,9 @@ async fn sqlite_quiet_partitions_do_not_hold_back_recovery() {
     for i in 0..3 {
         newest = created_ids(&store.insert(vec![new("alice", &format!("n{i}"), None)]).await.unwrap()).pop();
     }
-    // Merges run after the reply; one more command waits for the last one to finish.
-    store.mark_read(&user("alice"), vec![]).await.unwrap();
+    let newest = newest.expect("an id was created");
+    // The last insert's partition is due (`merge_eagerly`): its merge commits the positions checked here.
+    wait_for_merge(&path, "alice", newest).await;
     drop(store);
     let conn = rusqlite::Connection::open(&path).unwrap();
     let (partitions, distinct, position): (i64, i64, String) = conn
@@ -447,7 +478,7 @@ async fn sqlite_quiet_partitions_do_not_hold_back_recovery() {
         (herald::store::sqlite::PARTITIONS as i64, 1),
         "every partition at one position"
     );
-    assert_eq!(position, newest.unwrap().to_string());
+    assert_eq!(position, newest.to_string());
 }
 
 /// A write that fails after generating an id must not leave readers waiting for that id: a later commit
@@ -516,14 +547,14 @@ async fn sqlite_reads_before_a_merge_count_after_it() {
     let options =
         Options { merge_rows: 3, merge_interval: Duration::from_secs(86_400), ..Options::new(Synchronous::Full) };
     let (tx, _feed) = mpsc::channel(1024);
-    let store = Sqlite::open_with(&dir.path().join("herald.db"), options, tx).unwrap();
+    let path = dir.path().join("herald.db");
+    let store = Sqlite::open_with(&path, options, tx).unwrap();
     let alice = user("alice");
     let ids = created_ids(&store.insert(vec![new("alice", "a", None), new("alice", "b", None)]).await.unwrap());
     assert_eq!(store.mark_read(&alice, vec![ids[0]]).await.unwrap().newly_read, vec![ids[0]]);
     // The third fills the partition: merged after this group, with the first already read.
-    store.insert(vec![new("alice", "c", None)]).await.unwrap();
-    // Merges run after the reply; one more command waits for it to finish.
-    store.mark_read(&alice, vec![]).await.unwrap();
+    let third = created_ids(&store.insert(vec![new("alice", "c", None)]).await.unwrap())[0];
+    wait_for_merge(&path, "alice", third).await;
     let page = store.list(&alice, ListQuery { page: 0, limit: 10, unread_only: false }).await.unwrap();
     assert_eq!((page.total, page.unread_count), (3, 2));
     assert_eq!(store.mark_all_read(&alice).await.unwrap(), 2);

@@ -87,12 +87,14 @@ pub async fn run(
     let mut backoff = BACKOFF_FIRST;
     loop {
         status.set(State::Connecting);
-        let result = session(&url, &spec, handler.as_ref(), &status, &stop).await;
+        let mut settled_any = false;
+        let result = session(&url, &spec, handler.as_ref(), &stop, &status, &mut settled_any).await;
         if stop.is_cancelled() {
             break;
         }
-        // A session that got as far as consuming starts the backoff over: this is a new outage.
-        if status.state() == State::Consuming {
+        // A session that settled a group starts the backoff over: this is a new outage. One that failed
+        // before (a copy the broker keeps refusing, say) backs off further, so it cannot spin.
+        if settled_any {
             backoff = BACKOFF_FIRST;
         }
         let error = match result {
@@ -101,7 +103,7 @@ pub async fn run(
         };
         tracing::warn!(queue, url = redacted, error, retry_in_ms = backoff.as_millis() as u64, "AMQP consumer down");
         status.set(State::Down { error });
-        // Full jitter: many nodes reconnecting after a broker restart spread out.
+        // Jitter (50–100% of the backoff): many nodes reconnecting after a broker restart spread out.
         let wait = backoff.mul_f64(0.5 + rand::random::<f64>() / 2.0);
         tokio::select! {
             () = stop.cancelled() => break,
@@ -117,16 +119,12 @@ async fn session(
     url: &Secret,
     spec: &ConsumerSpec,
     handler: &dyn Handler,
-    status: &Status,
     stop: &CancellationToken,
+    status: &Status,
+    settled_any: &mut bool,
 ) -> Result<(), AmqpError> {
     let queue = spec.topology.queue.as_str();
-    let name = format!("herald {} ({queue})", env!("CARGO_PKG_VERSION"));
-    let properties = ConnectionProperties::default().with_connection_name(name.into());
-    let connection = tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(url.expose(), properties))
-        .await
-        .map_err(|_| AmqpError::Timeout("connecting to the broker"))?
-        .map_err(AmqpError::Connect)?;
+    let connection = connect(url, &format!("herald {} ({queue})", env!("CARGO_PKG_VERSION"))).await?;
     let result = async {
         let channel = connection.create_channel().await?;
         topology::declare(&channel, &spec.topology).await?;
@@ -142,7 +140,7 @@ async fn session(
             .await?;
         status.set(State::Consuming);
         tracing::info!(queue, prefetch = spec.prefetch, "AMQP consumer consuming");
-        let result = consume(&channel, &mut consumer, spec, handler, stop).await;
+        let result = consume(&channel, &mut consumer, spec, handler, stop, settled_any).await;
         if result.is_ok() {
             // Stop deliveries first, so that nothing more arrives while the connection closes; whatever
             // was prefetched and not acked is redelivered by the broker.
@@ -153,6 +151,27 @@ async fn session(
     .await;
     let _ = tokio::time::timeout(Duration::from_secs(2), connection.close(200, "herald stopping".into())).await;
     result
+}
+
+/// Connects, named so that the broker's connection list says what each connection is.
+pub(crate) async fn connect(url: &Secret, name: &str) -> Result<Connection, AmqpError> {
+    let properties = ConnectionProperties::default().with_connection_name(name.into());
+    tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(url.expose(), properties))
+        .await
+        .map_err(|_| AmqpError::Timeout("connecting to the broker"))?
+        .map_err(AmqpError::Connect)
+}
+
+/// Waits (bounded) for the broker to confirm a copy published to `target`; a nack, a return (the target
+/// queue is gone) or no answer is an error.
+pub(crate) async fn confirmed(confirm: lapin::PublisherConfirm, target: &str) -> Result<(), AmqpError> {
+    let confirmation = tokio::time::timeout(CONFIRM_TIMEOUT, confirm)
+        .await
+        .map_err(|_| AmqpError::Timeout("waiting for a publisher confirm"))??;
+    match confirmation {
+        Confirmation::Ack(None) => Ok(()),
+        _ => Err(AmqpError::NotConfirmed { queue: target.to_owned() }),
+    }
 }
 
 /// Per-queue metric handles, resolved once per session.
@@ -183,6 +202,7 @@ async fn consume(
     spec: &ConsumerSpec,
     handler: &dyn Handler,
     stop: &CancellationToken,
+    settled_any: &mut bool,
 ) -> Result<(), AmqpError> {
     let metrics = QueueMetrics::new(&spec.topology.queue);
     let group_max = usize::from(spec.prefetch / 2).max(1);
@@ -203,6 +223,7 @@ async fn consume(
         }
         metrics.consumed.increment(group.len() as u64);
         settle(channel, spec, handler, &group, &metrics).await?;
+        *settled_any = true;
     }
 }
 
@@ -215,7 +236,10 @@ async fn settle(
     metrics: &QueueMetrics,
 ) -> Result<(), AmqpError> {
     let outcomes = handler.handle(group).await;
-    if outcomes.len() != group.len() || outcomes.contains(&Outcome::Requeue) {
+    if outcomes.len() != group.len() {
+        return Err(AmqpError::Handler(format!("{} outcomes for {} messages", outcomes.len(), group.len())));
+    }
+    if outcomes.contains(&Outcome::Requeue) {
         return Err(AmqpError::Stopping);
     }
     let queue = spec.topology.queue.as_str();
@@ -225,6 +249,7 @@ async fn settle(
             Outcome::Done | Outcome::Requeue => continue,
             Outcome::Poison(reason) => {
                 metrics.dead_lettered.increment(1);
+                let reason = message::short(&reason, REASON_MAX);
                 tracing::info!(queue, reason, "dead-lettering a message that cannot be processed");
                 dead_letter(queue, message, &reason, message.attempt + 1)
             }
@@ -232,12 +257,14 @@ async fn settle(
             {
                 Step::Retry { attempt, base, wait } => {
                     metrics.retried.increment(1);
+                    let reason = message::short(&reason, REASON_MAX);
                     tracing::debug!(queue, attempt, wait_ms = wait.as_millis() as u64, reason, "retrying later");
                     delay(queue, message, &reason, attempt, base, wait)
                 }
                 Step::DeadLetter { attempts } => {
                     metrics.dead_lettered.increment(1);
-                    let reason = format!("{reason} (gave up after {attempts} attempts)");
+                    // The count first, so that shortening never cuts it off.
+                    let reason = message::short(&format!("gave up after {attempts} attempts: {reason}"), REASON_MAX);
                     tracing::warn!(queue, reason, "dead-lettering a message that kept failing");
                     dead_letter(queue, message, &reason, attempts)
                 }
@@ -256,21 +283,15 @@ async fn settle(
         confirms.push((confirm, moved.routing_key));
     }
     for (confirm, target) in confirms {
-        let confirmation = tokio::time::timeout(CONFIRM_TIMEOUT, confirm)
-            .await
-            .map_err(|_| AmqpError::Timeout("waiting for a publisher confirm"))??;
-        match confirmation {
-            Confirmation::Ack(None) => {}
-            _ => return Err(AmqpError::NotConfirmed { queue: target }),
-        }
+        confirmed(confirm, &target).await?;
     }
     let Some(last) = group.last() else { return Ok(()) };
     channel.basic_ack(last.delivery_tag, BasicAckOptions { multiple: true }).await?;
-    metrics.acked.increment(group.len() as u64);
     let now = Instant::now();
     for message in group {
         metrics.processing.record(now.duration_since(message.received_at).as_secs_f64());
     }
+    metrics.acked.increment(group.len() as u64);
     Ok(())
 }
 
@@ -318,7 +339,7 @@ pub(crate) fn carried(p: &BasicProperties, headers: FieldTable) -> BasicProperti
 fn moved_headers(message: &Message, reason: &str, attempts: u32) -> FieldTable {
     let mut headers = message::without(message.properties.headers().as_ref(), &[message::REASON, message::ATTEMPT]);
     message::set_int(&mut headers, message::ATTEMPT, i64::from(attempts));
-    message::set_str(&mut headers, message::REASON, message::short(reason, REASON_MAX));
+    message::set_str(&mut headers, message::REASON, reason);
     message::set_str(&mut headers, message::ORIGINAL_EXCHANGE, message.exchange.as_str());
     message::set_str(&mut headers, message::ORIGINAL_ROUTING_KEY, message.routing_key.as_str());
     headers

@@ -11,7 +11,7 @@ use lapin::options::{
     BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions, QueuePurgeOptions,
 };
 use lapin::types::FieldTable;
-use lapin::{Channel, Confirmation, Connection, ConnectionProperties};
+use lapin::{Channel, Connection};
 use serde::Serialize;
 
 use super::message::{self, int_header, str_header};
@@ -57,17 +57,17 @@ pub struct ReplayReport {
     pub missing: Vec<String>,
 }
 
-/// The work queue a name refers to: `q` and `q.dlq` both mean `q`.
-pub fn work_queue(name: &str) -> &str {
-    name.strip_suffix(".dlq").unwrap_or(name)
+/// The work queue a name refers to: `q` and `q.dlq` both mean `q`. Refuses names the broker cannot take.
+pub fn work_queue(name: &str) -> Result<&str, AmqpError> {
+    let work = name.strip_suffix(".dlq").unwrap_or(name);
+    if work.is_empty() || work.len() > 200 {
+        return Err(AmqpError::Config(format!("{name:?} is not a queue name (1..=200 bytes)")));
+    }
+    Ok(work)
 }
 
 pub async fn connect(url: &Secret) -> Result<Connection, AmqpError> {
-    let properties = ConnectionProperties::default().with_connection_name("herald dlq".into());
-    tokio::time::timeout(std::time::Duration::from_secs(10), Connection::connect(url.expose(), properties))
-        .await
-        .map_err(|_| AmqpError::Timeout("connecting to the broker"))?
-        .map_err(AmqpError::Connect)
+    super::consumer::connect(url, "herald dlq").await
 }
 
 /// The number of messages in a queue; an error naming it if it does not exist.
@@ -82,7 +82,7 @@ async fn count(channel: &Channel, queue: &str) -> Result<u32, AmqpError> {
 
 /// Up to `limit` messages of `queue`'s dead-letter queue, oldest first, and how many it holds.
 pub async fn list(connection: &Connection, queue: &str, limit: usize) -> Result<Listing, AmqpError> {
-    let dlq = dead_letter_queue(work_queue(queue));
+    let dlq = dead_letter_queue(work_queue(queue)?);
     let channel = connection.create_channel().await?;
     let total = count(&channel, &dlq).await?;
     let mut entries = Vec::new();
@@ -114,7 +114,7 @@ pub async fn replay(
     selection: &Selection,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<ReplayReport, AmqpError> {
-    let work = work_queue(queue);
+    let work = work_queue(queue)?;
     let dlq = dead_letter_queue(work);
     let channel = connection.create_channel().await?;
     channel.confirm_select(ConfirmSelectOptions::default()).await?;
@@ -122,7 +122,9 @@ pub async fn replay(
     let mut report = ReplayReport::default();
     let mut found = HashSet::new();
     let mut window = Vec::with_capacity(REPLAY_WINDOW);
-    loop {
+    // At most the messages there were at the start: a replayed message that fails again is dead-lettered
+    // anew at the tail while this runs, and must not be replayed twice by one replay.
+    for _ in 0..total {
         let got = channel.basic_get(dlq.as_str().into(), BasicGetOptions { no_ack: false }).await?;
         let Some(got) = got else { break };
         let delivery = got.delivery;
@@ -140,7 +142,8 @@ pub async fn replay(
         if let Some(id) = id {
             found.insert(id);
         }
-        let target = str_header(&headers, message::QUEUE).unwrap_or_else(|| work.to_owned());
+        // Always back to the queue named: a header is the producer's to forge, the queue is the operator's.
+        let target = work.to_owned();
         // A fresh start: no attempts, no reason; where it came from stays, and the replay is counted.
         let mut fresh = message::without(
             Some(&headers),
@@ -187,10 +190,7 @@ async fn settle(
     report: &mut ReplayReport,
 ) -> Result<(), AmqpError> {
     for (confirm, tag, target) in window.drain(..) {
-        match confirm.await? {
-            Confirmation::Ack(None) => {}
-            _ => return Err(AmqpError::NotConfirmed { queue: target }),
-        }
+        super::consumer::confirmed(confirm, &target).await?;
         // One by one, not `multiple`: unselected messages in between stay where they are.
         channel.basic_ack(tag, BasicAckOptions::default()).await?;
         report.replayed += 1;
@@ -200,7 +200,7 @@ async fn settle(
 
 /// Empties `queue`'s dead-letter queue; returns how many messages it held.
 pub async fn purge(connection: &Connection, queue: &str) -> Result<u32, AmqpError> {
-    let dlq = dead_letter_queue(work_queue(queue));
+    let dlq = dead_letter_queue(work_queue(queue)?);
     let channel = connection.create_channel().await?;
     count(&channel, &dlq).await?;
     let purged = channel.queue_purge(dlq.as_str().into(), QueuePurgeOptions::default()).await?;

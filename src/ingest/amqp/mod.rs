@@ -46,8 +46,10 @@ pub enum AmqpError {
     Timeout(&'static str),
     #[error("the broker did not confirm the copy sent to {queue}")]
     NotConfirmed { queue: String },
-    #[error("the broker ended the consumer (the queue may have been deleted)")]
+    #[error("the broker ended the consumer (the connection closed, or the queue was deleted)")]
     ConsumerEnded,
+    #[error("the handler failed: {0}")]
+    Handler(String),
     #[error("stopping")]
     Stopping,
     #[error("{0}")]

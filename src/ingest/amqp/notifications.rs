@@ -78,12 +78,20 @@ struct NestEnvelope {
     data: Option<Map<String, Value>>,
 }
 
+/// The largest message body taken, as for an HTTP publish body (the notification's own parts are
+/// bounded further by the domain's limits).
+pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+
 /// The fields of a NestJS `data` object that are the notification's own; everything else goes to `data`.
 const NEST_FIELDS: [&str; 6] = ["user_id", "type", "title", "message", "idempotency_key", "data"];
 
 impl Mapping {
     /// Turns one message into a notification, or says why it never can.
     pub fn decode(&self, message: &Message) -> Result<NewNotification, String> {
+        // Checked before parsing: a huge body is refused without the cost of reading it as JSON.
+        if message.body.len() > MAX_MESSAGE_BYTES {
+            return Err(format!("the body is {} bytes, over the limit of {MAX_MESSAGE_BYTES}", message.body.len()));
+        }
         let text = std::str::from_utf8(&message.body).map_err(|_| "the body is not UTF-8".to_owned())?;
         let (mut input, parsed) = match &self.shape {
             Shape::Plain => {
@@ -122,7 +130,7 @@ impl Mapping {
                     message: optional_text(fields, message_field.as_deref())?,
                     // The whole message is the data, as it arrived.
                     data: Some(RawValue::from_string(text.to_owned()).map_err(|e| e.to_string())?),
-                    idempotency_key: None,
+                    idempotency_key: own_key(fields)?,
                 };
                 (input, Some(object))
             }
@@ -160,11 +168,7 @@ fn nest_input(data: &Map<String, Value>) -> Result<NotificationInput, String> {
         Some(_) => return Err("data.type is not a string".into()),
         None => return Err("data has no type".into()),
     };
-    let idempotency_key = match data.get("idempotency_key") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(key)) => Some(key.clone()),
-        Some(_) => return Err("data.idempotency_key is not a string".into()),
-    };
+    let idempotency_key = own_key(data)?;
     // The notification's data: the message's own `data` object if it has one, with every other field
     // of the message beside it (the message's own `data` keys win).
     let mut extra: Map<String, Value> =
@@ -183,6 +187,15 @@ fn nest_input(data: &Map<String, Value>) -> Result<NotificationInput, String> {
         data: Some(RawValue::from_string(raw).map_err(|e| e.to_string())?),
         idempotency_key,
     })
+}
+
+/// The message's own `idempotency_key`, when it has one.
+fn own_key(fields: &Map<String, Value>) -> Result<Option<String>, String> {
+    match fields.get("idempotency_key") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(key)) => Ok(Some(key.clone())),
+        Some(other) => Err(format!("field \"idempotency_key\" is not a string: {}", kind_of(other))),
+    }
 }
 
 /// A user id: a string, a whole number, or a MongoDB ObjectId as `{"$oid": "…"}`.
@@ -288,6 +301,8 @@ mod tests {
         assert_eq!(n.kind.as_str(), "NewRefundRequest");
         assert_eq!(n.data.get(), body, "the whole message is the data");
         assert!(n.idempotency_key.unwrap().as_str().starts_with("sha256:"));
+        let keyed = r#"{"type":"NewRefundRequest","event_owner_id":7,"idempotency_key":"refund-124"}"#;
+        assert_eq!(m.decode(&message(keyed, Some("m"))).unwrap().idempotency_key.unwrap().as_str(), "refund-124");
     }
 
     #[test]
@@ -300,6 +315,9 @@ mod tests {
         assert!(reason(r#"{"user_id":"u"}"#).contains("\"type\""));
         assert!(reason("[1]").contains("not a JSON object"));
         assert!(reason("nope").contains("not JSON"));
+        let huge =
+            format!(r#"{{"type":"NewRefundRequest","event_owner_id":"o","pad":"{}"}}"#, "x".repeat(MAX_MESSAGE_BYTES));
+        assert!(reason(&huge).contains("over the limit"));
         let bad_utf8 = Message { body: vec![0xff, 0xfe], ..message("", None) };
         assert!(m.decode(&bad_utf8).unwrap_err().contains("UTF-8"));
     }

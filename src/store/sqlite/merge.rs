@@ -265,8 +265,12 @@ mod tests {
     #[test]
     fn a_merge_indexes_its_partition_and_restores_durability() {
         let dir = tempfile::tempdir().unwrap();
-        let mut conn =
-            super::super::writer::open(&dir.path().join("herald.db"), crate::config::Synchronous::Full).unwrap();
+        let mut conn = super::super::writer::open(
+            &dir.path().join("herald.db"),
+            crate::config::Synchronous::Full,
+            super::super::BUSY_TIMEOUT,
+        )
+        .unwrap();
         prepare(&mut conn).unwrap();
         let user = UserId::parse("alice").unwrap();
         let id = NotificationId::from_ulid(ulid::Ulid::new());

@@ -33,6 +33,9 @@ const READERS: usize = 4;
 const TICK: Duration = Duration::from_millis(200);
 
 /// How the store runs; [`Options::new`] gives the defaults for a durability setting.
+/// The writer's default wait for a lock held by another process.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
     pub synchronous: Synchronous,
@@ -41,11 +44,18 @@ pub struct Options {
     pub merge_rows: usize,
     /// …or once the oldest has waited this long.
     pub merge_interval: Duration,
+    /// How long the writer waits for a lock another process holds before the write fails as unavailable.
+    pub busy_timeout: Duration,
 }
 
 impl Options {
     pub fn new(synchronous: Synchronous) -> Self {
-        Self { synchronous, merge_rows: tail::MERGE_ROWS, merge_interval: tail::MERGE_INTERVAL }
+        Self {
+            synchronous,
+            merge_rows: tail::MERGE_ROWS,
+            merge_interval: tail::MERGE_INTERVAL,
+            busy_timeout: BUSY_TIMEOUT,
+        }
     }
 }
 
@@ -74,7 +84,7 @@ impl Sqlite {
             crate::config::create_private_dir(parent)
                 .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", parent.display())))?;
         }
-        let mut conn = writer::open(path, options.synchronous)
+        let mut conn = writer::open(path, options.synchronous, options.busy_timeout)
             .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
         merge::prepare(&mut conn)?;
         let ids = ids::IdSource::resume(&conn)?;

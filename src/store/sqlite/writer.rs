@@ -462,7 +462,11 @@ fn mark_delivered(tx: &Transaction<'_>, marks: &[NotificationId], now: Timestamp
 }
 
 /// Opens the write connection with the pragmas durability depends on.
-pub fn open(path: &std::path::Path, synchronous: crate::config::Synchronous) -> rusqlite::Result<Connection> {
+pub fn open(
+    path: &std::path::Path,
+    synchronous: crate::config::Synchronous,
+    busy_timeout: std::time::Duration,
+) -> rusqlite::Result<Connection> {
     let mut conn = Connection::open(path)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     let sync = match synchronous {
@@ -470,7 +474,7 @@ pub fn open(path: &std::path::Path, synchronous: crate::config::Synchronous) -> 
         crate::config::Synchronous::Normal => "NORMAL",
     };
     conn.pragma_update(None, "synchronous", sync)?;
-    conn.pragma_update(None, "busy_timeout", 5000)?;
+    conn.busy_timeout(busy_timeout)?;
     conn.pragma_update(None, "cache_size", -65536)?;
     // Checkpoints run on their own thread (see `checkpointer`), not inside the writer's commits.
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;

@@ -2,6 +2,7 @@
 //! in its own temp dir, and talks to it with a real HTTP client and a real WebSocket client. Nothing here
 //! knows the server's internals; everything goes through the public protocol.
 
+pub mod amqp;
 mod app;
 mod auth;
 mod metrics;
