@@ -186,7 +186,7 @@ pub struct AmqpArgs {
     pub amqp_url: String,
 
     /// Queue to publish to, through the default exchange (routing key = queue name). The server
-    /// under test must consume it; the bench only checks that it exists.
+    /// under test must consume it: the bench waits up to 10 s for it to exist and have a consumer.
     #[arg(long, default_value = DEFAULT_AMQP_QUEUE)]
     pub queue: String,
 

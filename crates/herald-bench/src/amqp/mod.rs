@@ -24,6 +24,11 @@ pub enum AmqpError {
          consumer on this virtual host first (Herald: HERALD_AMQP_URL; the floor: --amqp-url)"
     )]
     NoQueue { queue: String, url: String },
+    #[error(
+        "nobody consumes queue {queue:?} at {url}: start the server under test with its AMQP \
+         consumer on this virtual host first (Herald: HERALD_AMQP_URL; the floor: --amqp-url)"
+    )]
+    NoConsumer { queue: String, url: String },
     #[error("{what}: {source}")]
     Protocol {
         what: &'static str,
@@ -63,19 +68,20 @@ pub async fn declare_durable(channel: &Channel, queue: &str) -> Result<(), AmqpE
         .map_err(AmqpError::protocol("declaring the queue"))
 }
 
-/// Whether `queue` exists, asked with a passive declare, which never creates it and so cannot
-/// disagree with the arguments the consumer declared it with. The broker closes the channel
-/// when the answer is no, so each question needs a channel of its own.
-pub async fn queue_exists(connection: &Connection, queue: &str) -> Result<bool, AmqpError> {
+/// How many consumers `queue` has, or `None` when it does not exist, asked with a passive
+/// declare, which never creates the queue and so cannot disagree with the arguments its
+/// consumer declared it with. The broker closes the channel when the queue is missing, so
+/// each question needs a channel of its own.
+pub async fn queue_consumers(connection: &Connection, queue: &str) -> Result<Option<u32>, AmqpError> {
     let channel = connection.create_channel().await.map_err(AmqpError::protocol("opening a channel"))?;
     let passive = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
     match channel.queue_declare(queue.into(), passive, FieldTable::default()).await {
-        Ok(_) => {
+        Ok(found) => {
             // The channel was only for the question; a failure to close it changes nothing.
             let _ = channel.close(200, "OK".into()).await;
-            Ok(true)
+            Ok(Some(found.consumer_count()))
         }
-        Err(e) if is_not_found(&e) => Ok(false),
+        Err(e) if is_not_found(&e) => Ok(None),
         Err(e) => Err(AmqpError::Protocol { what: "looking the queue up", source: e }),
     }
 }

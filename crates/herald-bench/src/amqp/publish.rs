@@ -24,8 +24,9 @@ use crate::clock;
 use crate::histogram::new_histogram;
 use crate::publish::PublishOutcome;
 
-/// How long the publisher waits for the server under test to declare the queue before it
-/// gives up: a server that has just printed its address may still be declaring it.
+/// How long the publisher waits for the server under test to declare and consume the queue
+/// before it gives up: a server that has just printed its address may still be connecting
+/// its consumer (Herald starts its consumers after its listener).
 const QUEUE_WAIT: Duration = Duration::from_secs(10);
 const QUEUE_POLL: Duration = Duration::from_millis(100);
 
@@ -56,15 +57,24 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// Connects, waits (bounded) until `queue` exists and enables publisher confirms. This
-    /// is the setup, done before the users connect: a broker that cannot be reached or a
-    /// queue that nobody consumes ends the run at once, and none of it is timed.
+    /// Connects, waits (bounded) until `queue` exists and has a consumer, and enables
+    /// publisher confirms. This is the setup, done before the users connect: a broker that
+    /// cannot be reached or a queue that nobody consumes ends the run at once (every message
+    /// would otherwise count as lost), and none of it is timed.
     pub async fn open(url: &str, queue: &str) -> Result<Self, AmqpError> {
         let connection = super::connect(url, "herald-bench amqp").await?;
         let deadline = Instant::now() + QUEUE_WAIT;
-        while !super::queue_exists(&connection, queue).await? {
+        loop {
+            let consumers = super::queue_consumers(&connection, queue).await?;
+            if consumers.is_some_and(|n| n > 0) {
+                break;
+            }
             if Instant::now() >= deadline {
-                return Err(AmqpError::NoQueue { queue: queue.to_owned(), url: super::redact(url) });
+                let (queue, url) = (queue.to_owned(), super::redact(url));
+                return Err(match consumers {
+                    None => AmqpError::NoQueue { queue, url },
+                    Some(_) => AmqpError::NoConsumer { queue, url },
+                });
             }
             tokio::time::sleep(QUEUE_POLL).await;
         }
