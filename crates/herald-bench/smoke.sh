@@ -12,10 +12,20 @@
 #   HERALD_BENCH_API_KEY  one of Herald's publisher API keys
 #   HERALD_BENCH_SERVER_PID  its pid, so idle mode reports its memory (optional)
 #   HERALD_BENCH_TOPICS=1 also run broadcast against Herald (once it has topics)
+#   HERALD_BENCH_AMQP_URL the RabbitMQ vhost that Herald consumes (its HERALD_AMQP_URL); the floor consumes
+#                         its own queue on it. Without it a fresh vhost is made for this run and deleted after.
+#
+# The amqp mode needs RabbitMQ on 127.0.0.1:5672: a broker that is down is started, one that cannot be
+# reached fails the run (never a skip).
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
+# shellcheck source=crates/herald-bench/rabbitmq.sh
+source "$root/crates/herald-bench/rabbitmq.sh"
+
+# The floor consumes this queue, so that it and Herald (herald.notifications) can share one vhost.
+floor_queue=herald-bench.floor
 
 bench="${HERALD_BENCH_BIN:-}"
 if [[ -z "$bench" ]]; then
@@ -25,17 +35,27 @@ fi
 
 work="$(mktemp -d)"
 floor_pid=""
+vhost=""
 cleanup() {
     if [[ -n "$floor_pid" ]]; then
         kill "$floor_pid" 2>/dev/null || true
         wait "$floor_pid" 2>/dev/null || true
     fi
+    [[ -z "$vhost" ]] || rabbitmq_vhost_delete "$vhost"
     rm -rf "$work"
 }
 trap cleanup EXIT
 
+amqp_url="${HERALD_BENCH_AMQP_URL:-}"
+if [[ -z "$amqp_url" ]]; then
+    rabbitmq_up smoke || exit 1
+    vhost="herald-smoke-$$-$RANDOM"
+    amqp_url="$(rabbitmq_vhost_add smoke "$vhost")" || exit 1
+fi
+
 # Port 0: the floor picks a free port and prints it as its first line.
-"$bench" floor --listen 127.0.0.1:0 >"$work/floor.out" 2>"$work/floor.err" &
+"$bench" floor --listen 127.0.0.1:0 --amqp-url "$amqp_url" --amqp-queue "$floor_queue" \
+    >"$work/floor.out" 2>"$work/floor.err" &
 floor_pid=$!
 floor_url=""
 for _ in $(seq 100); do
@@ -69,13 +89,16 @@ run() {
     fi
 }
 
-# suite LABEL URL WITH_BROADCAST [ARGS...]: every mode against one server.
+# suite LABEL URL WITH_BROADCAST QUEUE [ARGS...]: every mode against one server, which consumes QUEUE.
 suite() {
-    local label="$1" url="$2" with_broadcast="$3"
-    shift 3
+    local label="$1" url="$2" with_broadcast="$3" queue="$4"
+    shift 4
     run "$label idle" idle --server "$url" "$@"
     run "$label targeted" targeted --server "$url" "$@"
     run "$label targeted, batch endpoint" targeted --server "$url" --batch 50 "$@"
+    run "$label amqp" amqp --server "$url" --amqp-url "$amqp_url" --queue "$queue" "$@"
+    run "$label amqp, two worker processes" amqp --server "$url" --amqp-url "$amqp_url" --queue "$queue" \
+        --workers 2 "$@"
     if [[ "$with_broadcast" == 1 ]]; then
         run "$label broadcast" broadcast --server "$url" "$@"
     fi
@@ -83,10 +106,11 @@ suite() {
     run "$label reconnect, two worker processes" reconnect --server "$url" --workers 2 "$@"
 }
 
-suite floor "$floor_url" 1 --server-pid "$floor_pid"
+suite floor "$floor_url" 1 "$floor_queue" --server-pid "$floor_pid"
 
 if [[ -n "${HERALD_BENCH_SERVER:-}" ]]; then
-    suite herald "$HERALD_BENCH_SERVER" "${HERALD_BENCH_TOPICS:-0}" ${HERALD_BENCH_SERVER_PID:+--server-pid "$HERALD_BENCH_SERVER_PID"}
+    suite herald "$HERALD_BENCH_SERVER" "${HERALD_BENCH_TOPICS:-0}" herald.notifications \
+        ${HERALD_BENCH_SERVER_PID:+--server-pid "$HERALD_BENCH_SERVER_PID"}
 fi
 
 echo "$passed passed, $failed failed"

@@ -34,6 +34,10 @@ pub enum Command {
     /// Connect U users, publish M notifications to random ones over the HTTP API, and measure
     /// publish→deliver latency, throughput, and lost/duplicated notifications.
     Targeted(TargetedArgs),
+    /// Connect U users, publish M notifications to random ones through RabbitMQ with publisher
+    /// confirms, and measure what the server's AMQP consumer stores and delivers: throughput,
+    /// publish→deliver latency, lost and duplicated notifications.
+    Amqp(AmqpArgs),
     /// S subscribers on one topic, M events published to it. Herald has no topics yet: the
     /// client speaks an assumed protocol (`/ws?token=..&topic=NAME`, `POST
     /// /api/v1/topics/{name}/events`) that the floor server implements today; Herald support
@@ -124,19 +128,26 @@ pub struct IdleArgs {
     pub hold: Option<f64>,
 }
 
+/// The sizes of a mode that publishes to random connected users (targeted, amqp).
 #[derive(Debug, Clone, Args)]
-pub struct TargetedArgs {
-    #[command(flatten)]
-    pub common: CommonArgs,
-
+pub struct UserSizes {
     /// Connected users, one connection each [default: 1000; 20 with --smoke].
     #[arg(long, short = 'u')]
     pub users: Option<u64>,
 
     /// Notifications to publish, each to a random connected user [default: 10000; 500 with
     /// --smoke].
-    #[arg(long, short = 'm')]
+    #[arg(long, short = 'm', visible_alias = "messages")]
     pub notifications: Option<u64>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TargetedArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    #[command(flatten)]
+    pub sizes: UserSizes,
 
     /// HTTP requests in flight at once, each on its own kept-alive connection.
     #[arg(long, short = 'c', default_value_t = 32)]
@@ -149,6 +160,41 @@ pub struct TargetedArgs {
 
     /// Target publish rate in notifications per second; 0 publishes as fast as the server
     /// answers.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+}
+
+/// The queue Herald declares and consumes when `HERALD_AMQP_URL` is set, and the floor's too.
+pub const DEFAULT_AMQP_QUEUE: &str = "herald.notifications";
+
+#[derive(Debug, Clone, Args)]
+pub struct AmqpArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// Users, and notifications published as one message each.
+    #[command(flatten)]
+    pub sizes: UserSizes,
+
+    /// The broker, with credentials and the virtual host (URL-encoded: `%2f` is `/`).
+    #[arg(
+        long,
+        env = "HERALD_BENCH_AMQP_URL",
+        hide_env_values = true,
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
+    pub amqp_url: String,
+
+    /// Queue to publish to, through the default exchange (routing key = queue name). The server
+    /// under test must consume it: the bench waits up to 10 s for it to exist and have a consumer.
+    #[arg(long, default_value = DEFAULT_AMQP_QUEUE)]
+    pub queue: String,
+
+    /// Publishes whose confirm has not arrived yet, at most (split over the worker processes).
+    #[arg(long, default_value_t = 1000)]
+    pub in_flight: usize,
+
+    /// Target publish rate in messages per second; 0 publishes as fast as the broker confirms.
     #[arg(long, default_value_t = 0.0)]
     pub rate: f64,
 }
@@ -237,4 +283,17 @@ pub struct FloorArgs {
     /// limit less 64].
     #[arg(long)]
     pub max_connections: Option<usize>,
+
+    /// Also consume notifications from RabbitMQ at this URL, as Herald does with
+    /// `HERALD_AMQP_URL`: each message is a publish body, pushed live, then acknowledged.
+    #[arg(long)]
+    pub amqp_url: Option<String>,
+
+    /// The queue to declare (durable) and consume with --amqp-url.
+    #[arg(long, default_value = DEFAULT_AMQP_QUEUE)]
+    pub amqp_queue: String,
+
+    /// Unacknowledged messages the broker may send the floor's consumer at once.
+    #[arg(long, default_value_t = 500)]
+    pub amqp_prefetch: u16,
 }

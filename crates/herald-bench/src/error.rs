@@ -2,6 +2,7 @@
 //! run — a refused connection, a failed publish, a lost notification — are not errors: they
 //! are counted in the report.
 
+use crate::amqp::AmqpError;
 use crate::floor::FloorError;
 use crate::plan::PlanError;
 use crate::publish::PublishError;
@@ -16,6 +17,8 @@ pub enum BenchError {
     Worker(#[from] WorkerError),
     #[error(transparent)]
     Publish(#[from] PublishError),
+    #[error(transparent)]
+    Amqp(#[from] AmqpError),
     #[error(transparent)]
     Rss(#[from] RssError),
     #[error(transparent)]

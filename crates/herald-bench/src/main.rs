@@ -3,6 +3,7 @@
 //! Exit codes: 0 when the run was clean, 1 when a notification was lost, duplicated,
 //! misrouted or reordered (or a publish or connection failed), 2 on a usage or setup error.
 
+mod amqp;
 mod cli;
 mod client;
 mod clock;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::cli::{BroadcastArgs, Command, CommonArgs, IdleArgs, ReconnectArgs, TargetedArgs};
+use crate::cli::{AmqpArgs, BroadcastArgs, Command, CommonArgs, IdleArgs, ReconnectArgs, TargetedArgs, UserSizes};
 use crate::client::socket::loopback_sources;
 use crate::server_url::ServerUrl;
 
@@ -28,6 +28,8 @@ pub enum PlanError {
     BadSeconds(&'static str),
     #[error("--rate must be finite and ≥ 0")]
     BadRate,
+    #[error("--queue must be 1 to 255 bytes (got {0})")]
+    BadQueue(usize),
     #[error("topic names may hold only letters, digits, '.', '_' and '-' (got {0:?})")]
     BadTopic(String),
     #[error("--workers {workers} is more than the {connections} connections to share")]
@@ -61,12 +63,24 @@ pub struct UserLoad {
     pub rate: Option<f64>,
 }
 
+/// Publishing to users through RabbitMQ: how many messages, how many unconfirmed at once, at
+/// what rate, and where to. The URL is a secret: it holds the broker's credentials.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AmqpLoad {
+    pub messages: u64,
+    pub in_flight: usize,
+    pub rate: Option<f64>,
+    pub url: Secret,
+    pub queue: String,
+}
+
 /// The mode-specific part of a share's plan.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "mode", rename_all = "snake_case")]
 pub enum ModePlan {
     Idle,
     Targeted(UserLoad),
+    Amqp(AmqpLoad),
     Broadcast {
         topic: String,
         events: u64,
@@ -146,6 +160,7 @@ impl RunPlan {
         let plan = match command {
             Command::Idle(args) => idle(args, run_id)?,
             Command::Targeted(args) => targeted(args, run_id)?,
+            Command::Amqp(args) => amqp(args, run_id)?,
             Command::Broadcast(args) => broadcast(args, run_id)?,
             Command::Reconnect(args) => reconnect(args, run_id)?,
             Command::Floor(_) | Command::Worker => return Ok(None),
@@ -162,10 +177,14 @@ fn idle(args: &IdleArgs, run_id: String) -> Result<RunPlan, PlanError> {
     split(&args.common, "idle", run_id, conns, params, Some(hold), |_, _| ModePlan::Idle)
 }
 
+/// Users and notifications of targeted and amqp, with their `--smoke` defaults.
+fn user_sizes(sizes: &UserSizes, smoke: bool) -> Result<(u64, u64), PlanError> {
+    let users = size(sizes.users, smoke, 20, 1000, "--users")?;
+    Ok((users, sizes.notifications.unwrap_or(if smoke { 500 } else { 10_000 })))
+}
+
 fn targeted(args: &TargetedArgs, run_id: String) -> Result<RunPlan, PlanError> {
-    let smoke = args.common.smoke;
-    let users = size(args.users, smoke, 20, 1000, "--users")?;
-    let notifications = args.notifications.unwrap_or(if smoke { 500 } else { 10_000 });
+    let (users, notifications) = user_sizes(&args.sizes, args.common.smoke)?;
     let rate = rate(args.rate)?;
     let concurrency = at_least_one(args.concurrency, "--concurrency")?;
     let params = json!({
@@ -178,6 +197,30 @@ fn targeted(args: &TargetedArgs, run_id: String) -> Result<RunPlan, PlanError> {
             concurrency: concurrency.div_ceil(of.count),
             batch: args.batch,
             rate: rate.map(|r| r * share.users as f64 / of.total as f64),
+        })
+    })
+}
+
+fn amqp(args: &AmqpArgs, run_id: String) -> Result<RunPlan, PlanError> {
+    let (users, messages) = user_sizes(&args.sizes, args.common.smoke)?;
+    let rate = rate(args.rate)?;
+    let in_flight = at_least_one(args.in_flight, "--in-flight")?;
+    // An AMQP short string: the routing key and the queue name are at most 255 bytes.
+    if args.queue.is_empty() || args.queue.len() > 255 {
+        return Err(PlanError::BadQueue(args.queue.len()));
+    }
+    // The URL stays out of the report: it holds the broker's password.
+    let params = json!({
+        "users": users, "messages": messages, "in_flight": in_flight, "rate": rate,
+        "queue": args.queue,
+    });
+    split(&args.common, "amqp", run_id, users, params, None, |share, of| {
+        ModePlan::Amqp(AmqpLoad {
+            messages: portion(messages, share, of),
+            in_flight: in_flight.div_ceil(of.count),
+            rate: rate.map(|r| r * share.users as f64 / of.total as f64),
+            url: Secret(args.amqp_url.clone()),
+            queue: args.queue.clone(),
         })
     })
 }
@@ -405,6 +448,25 @@ mod tests {
     fn secrets_do_not_print() {
         let run = plan(&["hb", "idle", "--server", "http://127.0.0.1:1", "--jwt-secret", "hunter2"]);
         assert!(!format!("{run:?}").contains("hunter2"));
+        let url = "amqp://bench:hunter2@127.0.0.1:5672/%2f";
+        let run = plan(&["hb", "amqp", "--server", "http://127.0.0.1:1", "--amqp-url", url, "--smoke"]);
+        assert!(!format!("{run:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn amqp_shares_split_messages_and_window() {
+        let run = plan(&["hb", "amqp", "--server", "http://127.0.0.1:1", "-u", "10", "-m", "1001", "--workers", "2"]);
+        let loads: Vec<&AmqpLoad> = run
+            .shares
+            .iter()
+            .filter_map(|s| match &s.mode {
+                ModePlan::Amqp(load) => Some(load),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(loads.len(), 2);
+        assert_eq!(loads.iter().map(|l| l.messages).sum::<u64>(), 1001);
+        assert!(loads.iter().all(|l| l.in_flight == 500 && l.queue == "herald.notifications"));
     }
 
     #[test]

@@ -107,10 +107,16 @@ fn bad_json(e: serde_json::Error) -> ApiError {
 }
 
 pub async fn publish(State(floor): State<Arc<Floor>>, body: Bytes) -> Result<Response, ApiError> {
-    let new: NewNotification = serde_json::from_slice(&body).map_err(bad_json)?;
-    new.validate(None)?;
-    let created = floor.publish_notification(&new)?;
+    let created = publish_body(&floor, &body)?;
     Ok(json(StatusCode::CREATED, created.as_str().to_owned()))
+}
+
+/// What `POST /api/v1/notifications` does with its body, and the AMQP consumer with each
+/// message: parse, validate, assign the id and push. Returns the notification's JSON.
+pub fn publish_body(floor: &Floor, body: &[u8]) -> Result<Utf8Bytes, ApiError> {
+    let new: NewNotification = serde_json::from_slice(body).map_err(bad_json)?;
+    new.validate(None)?;
+    floor.publish_notification(&new)
 }
 
 /// Validated as a whole first, as Herald does: one bad item and nothing is published.

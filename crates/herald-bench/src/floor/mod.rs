@@ -6,8 +6,10 @@
 //! connection, a per-connection queue that allocates nothing while empty, frames encoded once
 //! and shared, queued frames coalesced into one flush. It keeps the last `--replay`
 //! notifications per user in memory so that `since` reconnects work; with `--replay 0`,
-//! `since` gives an empty backlog.
+//! `since` gives an empty backlog. With `--amqp-url` it also consumes publish bodies from a
+//! RabbitMQ queue, as Herald does with `HERALD_AMQP_URL`.
 
+mod amqp;
 mod api;
 mod connection;
 mod encode;
@@ -45,6 +47,8 @@ pub enum FloorError {
     Bind(SocketAddr, #[source] std::io::Error),
     #[error("serving: {0}")]
     Serve(#[source] std::io::Error),
+    #[error("the AMQP consumer: {0}")]
+    Amqp(#[from] crate::amqp::AmqpError),
 }
 
 /// The floor's shared state.
@@ -160,6 +164,12 @@ pub async fn serve(args: FloorArgs, open_files: u64) -> Result<(), FloorError> {
     let floor = Arc::new(Floor::new(&args, open_files));
     let sweeper = tokio::spawn(sweep(Arc::clone(&floor)));
     eprintln!("herald-bench floor: up to {} connections, replay {} per user", floor.max_connections, args.replay);
+    // The consumer is registered before the address is printed, so that a run started on
+    // that line finds the queue declared and consumed, as it would with Herald.
+    let consumer = match &args.amqp_url {
+        Some(url) => Some(amqp::start(Arc::clone(&floor), url, &args.amqp_queue, args.amqp_prefetch).await?),
+        None => None,
+    };
     println!("listening on http://{addr}");
     // Scripts wait for that line; a pipe would otherwise hold it in the buffer.
     let _ = std::io::stdout().flush();
@@ -170,6 +180,9 @@ pub async fn serve(args: FloorArgs, open_files: u64) -> Result<(), FloorError> {
     let served =
         axum::serve(listener, router(floor)).with_graceful_shutdown(shutdown_signal()).await.map_err(FloorError::Serve);
     sweeper.abort();
+    if let Some(consumer) = consumer {
+        consumer.abort();
+    }
     served
 }
 

@@ -1,6 +1,7 @@
 //! Running a mode: the parent's orchestration of the shares, and each share's dispatch to its
 //! mode.
 
+mod amqp;
 mod broadcast;
 mod fleet;
 mod idle;
@@ -75,6 +76,7 @@ pub async fn run_share(plan: SharePlan, mut control: Control) -> Result<ShareRep
     let mut report = match &mode {
         ModePlan::Idle => idle::run(&ctx, &mut control).await?,
         ModePlan::Targeted(load) => targeted::run(&ctx, load, &mut control).await?,
+        ModePlan::Amqp(load) => amqp::run(&ctx, load, &mut control).await?,
         ModePlan::Broadcast { topic, events, concurrency, rate, publisher } => {
             let job = broadcast::Job {
                 topic,

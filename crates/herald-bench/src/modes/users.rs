@@ -1,8 +1,9 @@
-//! What the two user modes (targeted, reconnect) share: notifications published to random
-//! connected users of the share, and the per-connection handler that checks each delivery
-//! against the [`Tally`].
+//! What the user modes (targeted, amqp, reconnect) share: notifications published to random
+//! connected users of the share, the per-connection handler that checks each delivery
+//! against the [`Tally`], and the whole run of a mode that publishes and waits for delivery.
 
 use std::fmt::Write as _;
+use std::future::Future;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -10,15 +11,79 @@ use std::sync::{Arc, OnceLock};
 use bytes::BytesMut;
 use hyper::Uri;
 use rand::Rng;
+use tokio_util::sync::CancellationToken;
 
-use super::fleet::ShareContext;
+use super::fleet::{self, ShareContext};
 use crate::client::frame::Item;
-use crate::client::session::Handler;
-use crate::histogram::ShardedHistogram;
+use crate::client::session::{self, End, Handler};
+use crate::error::BenchError;
+use crate::histogram::{HistogramData, ShardedHistogram};
 use crate::plan::UserLoad;
 use crate::publish::{self, PublishJob, PublishOutcome};
-use crate::share::DeliveryCounts;
+use crate::share::{DeliveryCounts, ShareReport};
 use crate::tally::{Delivery, Tally};
+use crate::workers::Control;
+
+/// One run of a mode that connects the share's users, publishes `notifications` to random
+/// ones of them with `publish` once the parent says go, and waits until everything
+/// acknowledged has arrived (or the drain times out). Targeted and amqp differ only in how
+/// they publish.
+pub async fn run<P, Fut>(
+    ctx: &Arc<ShareContext>,
+    notifications: u64,
+    control: &mut Control,
+    publish: P,
+) -> Result<ShareReport, BenchError>
+where
+    P: FnOnce(Arc<Deliveries>) -> Fut,
+    Fut: Future<Output = Result<PublishOutcome, BenchError>>,
+{
+    let deliveries = Deliveries::new();
+    let stop = CancellationToken::new();
+    let (session_stop, session_deliveries) = (stop.clone(), Arc::clone(&deliveries));
+    let (fleet, connects) = fleet::launch(ctx, "", move |local, mut ws| {
+        let stop = session_stop.clone();
+        let mut handler = UserHandler::new(local, Arc::clone(&session_deliveries));
+        async move {
+            if session::pump(&mut ws, &stop, &mut handler).await == End::Lost {
+                handler.counts.dropped += 1;
+            }
+            handler.counts
+        }
+    })
+    .await;
+    deliveries.draw_targets(notifications, &connects.connected);
+    control.ready().await?;
+    control.wait_go().await?;
+
+    let outcome = publish(Arc::clone(&deliveries)).await;
+    let tally = deliveries.tally();
+    if outcome.is_ok() {
+        super::drain(
+            || tally.is_none_or(|t| t.fresh() >= t.acked()),
+            || tally.map_or(0, Tally::fresh),
+            ctx.plan.drain_timeout(),
+        )
+        .await;
+    }
+    // The sessions end either way, so that a failed setup does not leave them running.
+    stop.cancel();
+    let outcome = outcome?;
+
+    let mut report = ShareReport::default();
+    connects.write_to(&mut report);
+    report.add_publish(&outcome);
+    for counts in fleet.join().await {
+        report.counts.add(&counts);
+    }
+    if let Some(tally) = tally {
+        report.lost = tally.lost();
+        report.unacked_delivered = tally.unacked_delivered();
+    }
+    report.last_delivery_us = deliveries.last_delivery();
+    report.latency_us = HistogramData::from_histogram(&deliveries.latency.merged());
+    Ok(report)
+}
 
 /// State every connection of a share updates.
 pub struct Deliveries {
@@ -147,7 +212,7 @@ pub async fn publish(
 
 /// `{"user_id":…,"type":"bench","data":{"t":…,"seq":…}}` per notification, wrapped in
 /// `{"notifications":[…]}` for the batch endpoint.
-fn write_body(
+pub fn write_body(
     buf: &mut BytesMut,
     batch: bool,
     run_id: &str,
