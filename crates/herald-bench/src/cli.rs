@@ -197,6 +197,11 @@ pub struct AmqpArgs {
     /// Target publish rate in messages per second; 0 publishes as fast as the broker confirms.
     #[arg(long, default_value_t = 0.0)]
     pub rate: f64,
+
+    /// Publish transient messages (delivery mode 1), which the broker confirms without writing them to
+    /// disk: takes the broker's own disk out of the figure, to show what the server under test can take.
+    #[arg(long)]
+    pub transient: bool,
 }
 
 #[derive(Debug, Clone, Args)]

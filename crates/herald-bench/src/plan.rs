@@ -72,6 +72,9 @@ pub struct AmqpLoad {
     pub rate: Option<f64>,
     pub url: Secret,
     pub queue: String,
+    /// Delivery mode 1 instead of 2: the broker keeps the messages in memory only.
+    #[serde(default)]
+    pub transient: bool,
 }
 
 /// The mode-specific part of a share's plan.
@@ -212,7 +215,7 @@ fn amqp(args: &AmqpArgs, run_id: String) -> Result<RunPlan, PlanError> {
     // The URL stays out of the report: it holds the broker's password.
     let params = json!({
         "users": users, "messages": messages, "in_flight": in_flight, "rate": rate,
-        "queue": args.queue,
+        "queue": args.queue, "transient": args.transient,
     });
     split(&args.common, "amqp", run_id, users, params, None, |share, of| {
         ModePlan::Amqp(AmqpLoad {
@@ -221,6 +224,7 @@ fn amqp(args: &AmqpArgs, run_id: String) -> Result<RunPlan, PlanError> {
             rate: rate.map(|r| r * share.users as f64 / of.total as f64),
             url: Secret(args.amqp_url.clone()),
             queue: args.queue.clone(),
+            transient: args.transient,
         })
     })
 }

@@ -145,6 +145,9 @@ async fn session(
             // Stop deliveries first, so that nothing more arrives while the connection closes; whatever
             // was prefetched and not acked is redelivered by the broker.
             let _ = channel.basic_cancel(spec.consumer_tag.as_str().into(), BasicCancelOptions::default()).await;
+            // The channel before the connection: closing a connection with open channels makes lapin log
+            // each of them as an error.
+            let _ = tokio::time::timeout(Duration::from_secs(2), channel.close(200, "herald stopping".into())).await;
         }
         result
     }

@@ -30,8 +30,9 @@ use crate::publish::PublishOutcome;
 const QUEUE_WAIT: Duration = Duration::from_secs(10);
 const QUEUE_POLL: Duration = Duration::from_millis(100);
 
-/// AMQP's `delivery_mode` for a message the broker writes to disk.
+/// AMQP's `delivery_mode` for a message the broker writes to disk, and for one it keeps in memory.
 const PERSISTENT: u8 = 2;
+const TRANSIENT: u8 = 1;
 
 /// What to publish.
 pub struct AmqpJob<B> {
@@ -45,6 +46,8 @@ pub struct AmqpJob<B> {
     pub message_id_prefix: String,
     /// Writes the JSON body of message `seq` stamped with `now_us`.
     pub body: B,
+    /// Publish with delivery mode 1 (kept in the broker's memory only).
+    pub transient: bool,
 }
 
 type Pending = Pin<Box<dyn Future<Output = (u64, Instant, lapin::Result<Confirmation>)> + Send>>;
@@ -126,7 +129,7 @@ impl Publisher {
             let properties = BasicProperties::default()
                 .with_message_id(format!("{}-{seq}", job.message_id_prefix).into())
                 .with_content_type("application/json".into())
-                .with_delivery_mode(PERSISTENT);
+                .with_delivery_mode(if job.transient { TRANSIENT } else { PERSISTENT });
             let sent = Instant::now();
             match self.channel.basic_publish("".into(), self.queue.clone(), options, &body, properties).await {
                 Ok(confirm) => {

@@ -32,6 +32,7 @@ pub async fn run(ctx: &Arc<ShareContext>, load: &AmqpLoad, control: &mut Control
             // The run id is unique per run and the share's first user per share, so the
             // message ids of every share of every run differ.
             message_id_prefix: format!("hb-{run_id}-{first_user}"),
+            transient: load.transient,
             body: move |seq: u64, now_us: u64, buf: &mut BytesMut| {
                 if let Some(tally) = for_body.tally() {
                     users::write_body(buf, false, &run_id, first_user, tally, seq..seq + 1, now_us);
