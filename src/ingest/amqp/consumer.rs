@@ -71,6 +71,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
 const BACKOFF_FIRST: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// A session that consumed this long without failing counts as healthy, even if no message came.
+const STABLE_SESSION: Duration = Duration::from_secs(30);
 /// Reasons are kept short in headers: they are for people reading `herald dlq list`.
 const REASON_MAX: usize = 512;
 
@@ -88,13 +90,16 @@ pub async fn run(
     loop {
         status.set(State::Connecting);
         let mut settled_any = false;
+        let started = Instant::now();
         let result = session(&url, &spec, handler.as_ref(), &stop, &status, &mut settled_any).await;
         if stop.is_cancelled() {
             break;
         }
-        // A session that settled a group starts the backoff over: this is a new outage. One that failed
-        // before (a copy the broker keeps refusing, say) backs off further, so it cannot spin.
-        if settled_any {
+        // A session that settled a group, or consumed quietly for a while, starts the backoff over: this is
+        // a new outage. One that failed before (a copy the broker keeps refusing, say) backs off further,
+        // so it cannot spin.
+        let stayed = status.state() == State::Consuming && started.elapsed() >= STABLE_SESSION;
+        if settled_any || stayed {
             backoff = BACKOFF_FIRST;
         }
         let error = match result {
