@@ -3,11 +3,14 @@
 //! The accepted algorithms follow from the configured key alone (HS256 for a secret; the RSA or EC family
 //! for a PEM public key), never from the token, so `alg: none` and algorithm confusion are refused.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
+
+use crate::topics::{TopicName, TopicPattern};
 use thiserror::Error;
 
 use crate::config::{AuthSettings, JwtKey, Secret};
@@ -31,7 +34,19 @@ pub struct User {
     pub id: UserId,
     /// When the token expires, in seconds since the Unix epoch; a live connection is closed then.
     pub expires_at: u64,
+    /// The topics the token's `topics` claim lets this user watch (names or patterns such as `order:*`).
+    pub topics: Arc<[TopicPattern]>,
 }
+
+impl User {
+    /// Whether the token grants watching `topic`. (Namespaces configured public are checked by the caller.)
+    pub fn may_watch(&self, topic: &TopicName) -> bool {
+        self.topics.iter().any(|pattern| pattern.matches(topic))
+    }
+}
+
+/// The most entries a `topics` claim may hold: it is checked on every subscribe.
+pub const MAX_TOPIC_GRANTS: usize = 64;
 
 /// The claims Herald signs.
 #[derive(Debug, Serialize)]
@@ -50,6 +65,8 @@ struct Claims {
 struct Verified {
     sub: String,
     exp: f64,
+    #[serde(default)]
+    topics: Option<Vec<String>>,
 }
 
 pub struct Authenticator {
@@ -115,7 +132,18 @@ impl Authenticator {
         let data = jsonwebtoken::decode::<Verified>(token, &self.decoding, &self.validation)
             .map_err(|e| AuthError::InvalidToken(e.to_string()))?;
         let id = UserId::parse(&data.claims.sub).map_err(|e| AuthError::InvalidToken(e.to_string()))?;
-        Ok(User { id, expires_at: data.claims.exp.max(0.0) as u64 })
+        // A malformed grant refuses the token rather than being skipped: the issuer meant something by it.
+        let grants = data.claims.topics.unwrap_or_default();
+        if grants.len() > MAX_TOPIC_GRANTS {
+            return Err(AuthError::InvalidToken(format!(
+                "the topics claim holds more than {MAX_TOPIC_GRANTS} entries"
+            )));
+        }
+        let topics = grants
+            .iter()
+            .map(|g| TopicPattern::parse(g).map_err(|e| AuthError::InvalidToken(format!("topics claim: {e}"))))
+            .collect::<Result<Arc<[_]>, _>>()?;
+        Ok(User { id, expires_at: data.claims.exp.max(0.0) as u64, topics })
     }
 
     /// Whether `candidate` is one of the publisher keys, compared in constant time.
@@ -204,6 +232,34 @@ mod tests {
         assert!(a.user(&sign(serde_json::json!({"sub": "alice", "exp": exp, "aud": ["other"]}))).is_err());
         let later = unix_now() + 300;
         assert!(a.user(&sign(serde_json::json!({"sub": "alice", "exp": exp, "aud": "herald", "nbf": later}))).is_err());
+    }
+
+    #[test]
+    fn the_topics_claim_grants_what_it_names_and_nothing_else() {
+        let secret = "0123456789abcdef0123456789abcdef";
+        let a = Authenticator::new(&AuthSettings {
+            jwt_key: Some(JwtKey::Hs256(Secret::new(secret))),
+            issuer: None,
+            audience: None,
+            api_keys: vec![],
+        })
+        .unwrap();
+        let key = EncodingKey::from_secret(secret.as_bytes());
+        let sign =
+            |claims: serde_json::Value| jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap();
+        let exp = unix_now() + 600;
+        let topic = |s: &str| TopicName::parse(s).unwrap();
+        let user =
+            a.user(&sign(serde_json::json!({"sub": "u", "exp": exp, "topics": ["order:*", "intent:42"]}))).unwrap();
+        assert!(user.may_watch(&topic("order:abc")) && user.may_watch(&topic("intent:42")));
+        assert!(!user.may_watch(&topic("intent:43")) && !user.may_watch(&topic("refund:1")));
+        let plain = a.user(&sign(serde_json::json!({"sub": "u", "exp": exp}))).unwrap();
+        assert!(!plain.may_watch(&topic("order:abc")), "no claim, no topics");
+        let bad = a.user(&sign(serde_json::json!({"sub": "u", "exp": exp, "topics": ["no colon"]}))).unwrap_err();
+        assert!(bad.to_string().contains("topics claim"), "{bad}");
+        let many: Vec<String> = (0..=MAX_TOPIC_GRANTS).map(|i| format!("order:{i}")).collect();
+        assert!(a.user(&sign(serde_json::json!({"sub": "u", "exp": exp, "topics": many}))).is_err());
+        assert!(a.user(&sign(serde_json::json!({"sub": "u", "exp": exp, "topics": "order:*"}))).is_err());
     }
 
     #[test]
