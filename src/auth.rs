@@ -214,19 +214,26 @@ mod tests {
         assert!(a.user(&token).is_err());
     }
 
-    #[test]
-    fn audience_lists_and_not_yet_valid_tokens() {
+    /// An HS256 authenticator (with the audience, if any) and a function that signs claims for it.
+    fn hs256(audience: Option<&str>) -> (Authenticator, impl Fn(serde_json::Value) -> String) {
         let secret = "0123456789abcdef0123456789abcdef";
         let a = Authenticator::new(&AuthSettings {
             jwt_key: Some(JwtKey::Hs256(Secret::new(secret))),
             issuer: None,
-            audience: Some("herald".into()),
+            audience: audience.map(str::to_owned),
             api_keys: vec![],
         })
         .unwrap();
         let key = EncodingKey::from_secret(secret.as_bytes());
-        let sign =
-            |claims: serde_json::Value| jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap();
+        let sign = move |claims: serde_json::Value| {
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap()
+        };
+        (a, sign)
+    }
+
+    #[test]
+    fn audience_lists_and_not_yet_valid_tokens() {
+        let (a, sign) = hs256(Some("herald"));
         let exp = unix_now() + 600;
         assert!(a.user(&sign(serde_json::json!({"sub": "alice", "exp": exp, "aud": ["other", "herald"]}))).is_ok());
         assert!(a.user(&sign(serde_json::json!({"sub": "alice", "exp": exp, "aud": ["other"]}))).is_err());
@@ -236,17 +243,7 @@ mod tests {
 
     #[test]
     fn the_topics_claim_grants_what_it_names_and_nothing_else() {
-        let secret = "0123456789abcdef0123456789abcdef";
-        let a = Authenticator::new(&AuthSettings {
-            jwt_key: Some(JwtKey::Hs256(Secret::new(secret))),
-            issuer: None,
-            audience: None,
-            api_keys: vec![],
-        })
-        .unwrap();
-        let key = EncodingKey::from_secret(secret.as_bytes());
-        let sign =
-            |claims: serde_json::Value| jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap();
+        let (a, sign) = hs256(None);
         let exp = unix_now() + 600;
         let topic = |s: &str| TopicName::parse(s).unwrap();
         let user =
