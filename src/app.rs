@@ -18,7 +18,8 @@ use crate::error::CloseReason;
 use crate::hub::{Capacity, Hub};
 use crate::ingest::amqp::Consumers;
 use crate::state::{AppState, Shared};
-use crate::store::sqlite::{Options, Sqlite};
+use crate::store::sqlite::{Options, Sqlite, SqliteTopics};
+use crate::store::topics::TopicStore;
 use crate::store::Store;
 
 /// Committed event groups waiting for the fanout; when full, the store's writer waits (backpressure).
@@ -41,7 +42,8 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 pub struct Application {
     listener: TcpListener,
     state: AppState,
-    pump: tokio::task::JoinHandle<()>,
+    /// The inbox's and the topics' fanout pumps.
+    pumps: [tokio::task::JoinHandle<()>; 2],
     settings: Settings,
 }
 
@@ -67,6 +69,24 @@ impl Application {
             ),
         };
         let pump = tokio::spawn(broker::pump(feed_rx, broker.clone()));
+        let namespaces = Arc::new(settings.topics.namespaces.clone());
+        let (topic_feed, topic_feed_rx) = mpsc::channel(FEED_CAPACITY);
+        let topics: Arc<dyn TopicStore> = match &settings.database {
+            DatabaseUrl::Sqlite(path) => {
+                let path = crate::store::sqlite::topics_path(path);
+                Arc::new(
+                    SqliteTopics::open(
+                        &path,
+                        settings.sqlite_synchronous,
+                        settings.sqlite_busy_timeout,
+                        namespaces,
+                        topic_feed,
+                    )
+                    .with_context(|| format!("opening the SQLite topic store at {}", path.display()))?,
+                )
+            }
+        };
+        let topic_pump = tokio::spawn(broker::topic_pump(topic_feed_rx, broker.clone()));
 
         let auth = Authenticator::new(&settings.auth).context("setting up token verification")?;
         let listener = bind(settings.listen).with_context(|| format!("binding {}", settings.listen))?;
@@ -81,6 +101,8 @@ impl Application {
         });
         let state = AppState::new(Shared {
             store,
+            topics,
+            topic_settings: Arc::new(settings.topics.clone()),
             hub,
             broker,
             amqp,
@@ -92,7 +114,7 @@ impl Application {
             connections: TaskTracker::new(),
             backlogs: Arc::new(tokio::sync::Semaphore::new(BACKLOGS_AT_ONCE)),
         });
-        Ok(Self { listener, state, pump, settings })
+        Ok(Self { listener, state, pumps: [pump, topic_pump], settings })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -108,10 +130,11 @@ impl Application {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let Application { listener, state, pump, settings } = self;
+        let Application { listener, state, pumps, settings } = self;
         let stopping = state.stopping.clone();
         let hub = state.hub.clone();
         let store = state.store.clone();
+        let topics = state.topics.clone();
         let connections = state.connections.clone();
         let amqp = state.amqp.clone();
 
@@ -130,6 +153,7 @@ impl Application {
                 // Live connections are not HTTP requests any more: tell them to close now, in parallel with
                 // the HTTP server draining its in-flight requests.
                 hub.registry.close_all(CloseReason::GoingAway);
+                hub.topics.close_all(CloseReason::GoingAway);
             }
         };
         // Frames and responses are small and written whole: Nagle's algorithm would hold a write back until
@@ -152,8 +176,12 @@ impl Application {
             amqp.stop(settings.shutdown_timeout).await;
         }
         store.shutdown().await;
-        // The writer has stopped and dropped the feed's sender, so the pump ends once it has sent the rest.
-        let _ = pump.await;
+        topics.shutdown().await;
+        // The writers have stopped and dropped the feeds' senders, so the pumps end once they have sent the
+        // rest.
+        for pump in pumps {
+            let _ = pump.await;
+        }
         tracing::info!("stopped");
         Ok(())
     }

@@ -57,6 +57,8 @@ struct Claims {
     iss: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     aud: Option<String>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    topics: Vec<String>,
 }
 
 /// The claims Herald reads from a verified token. `iss` and `aud` are checked by the validation (which
@@ -157,6 +159,17 @@ impl Authenticator {
 
     /// Signs a token for `user`, valid for `ttl`.
     pub fn mint(&self, user: &UserId, ttl: Duration) -> Result<String, AuthError> {
+        self.mint_with_topics(user, ttl, &[])
+    }
+
+    /// Signs a token for `user` that may also watch `topics` (names or patterns, checked here).
+    pub fn mint_with_topics(&self, user: &UserId, ttl: Duration, topics: &[String]) -> Result<String, AuthError> {
+        if topics.len() > MAX_TOPIC_GRANTS {
+            return Err(AuthError::InvalidToken(format!("at most {MAX_TOPIC_GRANTS} topics may be granted")));
+        }
+        for topic in topics {
+            TopicPattern::parse(topic).map_err(|e| AuthError::InvalidToken(format!("topics: {e}")))?;
+        }
         let key = self.encoding.as_ref().ok_or(AuthError::CannotMint)?;
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         let claims = Claims {
@@ -164,6 +177,7 @@ impl Authenticator {
             exp: (now + ttl).as_secs(),
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
+            topics: topics.to_vec(),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, key)
             .map_err(|e| AuthError::InvalidToken(e.to_string()))
@@ -208,7 +222,7 @@ mod tests {
     #[test]
     fn expired_tokens_are_refused() {
         let a = auth();
-        let claims = Claims { sub: "alice".into(), exp: unix_now() - 3600, iss: None, aud: None };
+        let claims = Claims { sub: "alice".into(), exp: unix_now() - 3600, iss: None, aud: None, topics: vec![] };
         let key = EncodingKey::from_secret(b"0123456789abcdef0123456789abcdef");
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap();
         assert!(a.user(&token).is_err());

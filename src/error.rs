@@ -35,6 +35,15 @@ pub enum ApiError {
     TooManyConnections(usize),
     #[error("{0}")]
     MethodNotAllowed(&'static str),
+    /// A topic event broke its namespace's lifecycle: names the current status and the allowed next ones.
+    #[error("{message}")]
+    InvalidTransition {
+        message: String,
+        topic: String,
+        current: Option<String>,
+        allowed: Vec<String>,
+        index: Option<usize>,
+    },
     #[error("{0}")]
     Store(#[from] StoreError),
 }
@@ -55,6 +64,7 @@ impl ApiError {
             ApiError::AtCapacity => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::TooManyConnections(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::InvalidTransition { .. } => StatusCode::CONFLICT,
             ApiError::Store(StoreError::Unavailable(_) | StoreError::Closed) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -73,6 +83,7 @@ impl ApiError {
             ApiError::AtCapacity => "at_capacity",
             ApiError::TooManyConnections(_) => "too_many_connections",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
+            ApiError::InvalidTransition { .. } => "invalid_transition",
             ApiError::Store(StoreError::Unavailable(_) | StoreError::Closed) => "store_unavailable",
             ApiError::Store(_) => "internal",
         }
@@ -90,6 +101,13 @@ struct ErrorDetail<'a> {
     message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     index: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    topic: Option<&'a str>,
+    /// The topic's status before the refused event (`null`: the topic is new).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    current: Option<Option<&'a str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    allowed: Option<&'a [String]>,
 }
 
 impl IntoResponse for ApiError {
@@ -105,11 +123,18 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        let index = match &self {
-            ApiError::InvalidRequest { index, .. } => *index,
-            _ => None,
-        };
-        (status, axum::Json(ErrorBody { error: ErrorDetail { code, message, index } })).into_response()
+        let mut detail = ErrorDetail { code, message, index: None, topic: None, current: None, allowed: None };
+        match &self {
+            ApiError::InvalidRequest { index, .. } => detail.index = *index,
+            ApiError::InvalidTransition { topic, current, allowed, index, .. } => {
+                detail.index = *index;
+                detail.topic = Some(topic);
+                detail.current = Some(current.as_deref());
+                detail.allowed = Some(allowed);
+            }
+            _ => {}
+        }
+        (status, axum::Json(ErrorBody { error: detail })).into_response()
     }
 }
 
@@ -159,7 +184,7 @@ impl CloseReason {
 pub enum FrameError {
     #[error("the frame is not valid JSON: {0}")]
     InvalidJson(String),
-    #[error("unknown frame type {0:?}; expected mark_read, mark_all_read or ping")]
+    #[error("unknown frame type {0:?}; expected mark_read, mark_all_read, subscribe, unsubscribe or ping")]
     UnknownType(String),
     #[error("{0}")]
     InvalidRequest(String),
@@ -177,6 +202,31 @@ impl FrameError {
             FrameError::InvalidRequest(_) => "invalid_request",
             FrameError::UnsupportedFrame => "unsupported_frame",
             FrameError::Internal => "internal",
+        }
+    }
+}
+
+/// An error about one topic on a live connection, answered as `{"type":"error","code","message","topic"}`
+/// (or the alias's form); the connection stays open.
+#[derive(Debug, Error)]
+pub enum TopicError {
+    #[error("this token may not watch this topic")]
+    Forbidden,
+    #[error("a connection may watch at most {0} topics")]
+    TooManySubscriptions(usize),
+    #[error("the history no longer reaches back to the given seq; start again from the state")]
+    HistoryGone,
+    #[error("the request could not be completed; try again")]
+    Internal,
+}
+
+impl TopicError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            TopicError::Forbidden => "forbidden",
+            TopicError::TooManySubscriptions(_) => "too_many_subscriptions",
+            TopicError::HistoryGone => "history_gone",
+            TopicError::Internal => "internal",
         }
     }
 }

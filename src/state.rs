@@ -7,11 +7,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Authenticator;
+use crate::auth::User;
 use crate::broker::Broker;
-use crate::config::WsSettings;
+use crate::config::{TopicSettings, WsSettings};
 use crate::hub::Hub;
 use crate::ingest::amqp::Consumers;
+use crate::store::topics::TopicStore;
 use crate::store::Store;
+use crate::topics::TopicName;
 
 /// Shared by every handler and connection. Cloning it (axum does, per request) is one reference count.
 #[derive(Clone)]
@@ -33,6 +36,9 @@ impl std::ops::Deref for AppState {
 
 pub struct Shared {
     pub store: Arc<dyn Store>,
+    /// Topic state and history (a file of its own beside the inbox's, with SQLite).
+    pub topics: Arc<dyn TopicStore>,
+    pub topic_settings: Arc<TopicSettings>,
     pub hub: Arc<Hub>,
     pub broker: Arc<dyn Broker>,
     /// The RabbitMQ consumers, when a broker is configured.
@@ -49,4 +55,12 @@ pub struct Shared {
     /// Backlogs being read or sent at once. Each can hold up to `store::BACKLOG_BYTES` twice (rows, then the
     /// encoded frame), so a reconnect storm waits here instead of growing memory.
     pub backlogs: Arc<tokio::sync::Semaphore>,
+}
+
+impl Shared {
+    /// Whether `user` (or anyone, with `None`) may watch `topic`: its namespace is public, or the user's
+    /// token grants it. Every transport asks this before subscribing or reading a topic.
+    pub fn may_watch(&self, user: Option<&User>, topic: &TopicName) -> bool {
+        self.topic_settings.namespaces.of(topic).public || user.is_some_and(|u| u.may_watch(topic))
+    }
 }

@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use super::{Broker, BrokerError, BrokerHealth};
 use crate::domain::InboxEvent;
 use crate::hub::Hub;
+use crate::topics::SharedChange;
 
 pub struct Memory {
     hub: Arc<Hub>,
@@ -22,6 +23,11 @@ impl Memory {
 impl Broker for Memory {
     async fn publish(&self, events: Vec<InboxEvent>) -> Result<(), BrokerError> {
         self.hub.dispatch(&events);
+        Ok(())
+    }
+
+    async fn publish_topics(&self, changes: Vec<SharedChange>) -> Result<(), BrokerError> {
+        self.hub.topics.dispatch(&changes);
         Ok(())
     }
 

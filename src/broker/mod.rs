@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 pub use memory::Memory;
 
 use crate::domain::InboxEvent;
+use crate::topics::SharedChange;
 
 #[derive(Debug, Error)]
 pub enum BrokerError {
@@ -33,6 +34,9 @@ pub trait Broker: Send + Sync + 'static {
     /// Publishes events to every node, preserving their order.
     async fn publish(&self, events: Vec<InboxEvent>) -> Result<(), BrokerError>;
 
+    /// Publishes committed topic events to every node, preserving their order.
+    async fn publish_topics(&self, changes: Vec<SharedChange>) -> Result<(), BrokerError>;
+
     fn health(&self) -> BrokerHealth;
 }
 
@@ -45,6 +49,17 @@ pub async fn pump(mut feed: mpsc::Receiver<Vec<InboxEvent>>, broker: Arc<dyn Bro
         if let Err(e) = broker.publish(events).await {
             // Clients recover what they miss by reconnecting with `since`; the store is the source of truth.
             tracing::error!(error = %e, "could not publish committed events");
+        }
+    }
+}
+
+/// Moves committed topic events from the topic store's feed to the broker, in commit order. Ends when the
+/// topic store closes its feed.
+pub async fn topic_pump(mut feed: mpsc::Receiver<Vec<SharedChange>>, broker: Arc<dyn Broker>) {
+    while let Some(changes) = feed.recv().await {
+        if let Err(e) = broker.publish_topics(changes).await {
+            // Subscribers recover what they miss by subscribing again with `since`.
+            tracing::error!(error = %e, "could not publish committed topic events");
         }
     }
 }

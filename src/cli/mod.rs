@@ -112,6 +112,9 @@ struct TokenArgs {
     /// How long the token is valid, in seconds.
     #[arg(long, default_value_t = 86_400)]
     ttl: u64,
+    /// Topics the token may watch, names or patterns (`order:*`), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    topics: Vec<String>,
 }
 
 fn settings(args: &ConfigArgs, flags: Layer) -> anyhow::Result<Settings> {
@@ -157,7 +160,8 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
     let mut settings = settings(&args.config, Layer::default())?;
     settings.load_generated_secrets().context("loading the generated secrets")?;
     let user = UserId::parse(&args.user)?;
-    let token = Authenticator::new(&settings.auth)?.mint(&user, Duration::from_secs(args.ttl))?;
+    let token =
+        Authenticator::new(&settings.auth)?.mint_with_topics(&user, Duration::from_secs(args.ttl), &args.topics)?;
     println!("{token}");
     Ok(())
 }

@@ -6,6 +6,7 @@
 
 pub mod amqp;
 mod secret;
+pub mod topics;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -16,6 +17,7 @@ use thiserror::Error;
 
 pub use amqp::AmqpSettings;
 pub use secret::{load_or_generate, Secret, StoredSecret};
+pub use topics::TopicSettings;
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -56,6 +58,7 @@ pub struct Layer {
     pub shutdown_timeout_ms: Option<u64>,
     pub statsd_addr: Option<String>,
     pub amqp: Option<amqp::AmqpLayer>,
+    pub topics: Option<topics::TopicsLayer>,
 }
 
 impl std::fmt::Debug for Layer {
@@ -193,6 +196,7 @@ impl Layer {
                 }),
                 (upper, lower) => upper.or(lower),
             },
+            topics: self.topics.or(lower.topics),
         }
     }
 }
@@ -266,6 +270,7 @@ pub struct Settings {
     pub statsd_addr: Option<SocketAddr>,
     /// `None`: no RabbitMQ consumer runs.
     pub amqp: Option<AmqpSettings>,
+    pub topics: TopicSettings,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8004";
@@ -340,6 +345,7 @@ impl Settings {
             })?),
         };
         let amqp = amqp::resolve(layer.amqp.unwrap_or_default())?;
+        let topics = topics::resolve(layer.topics.unwrap_or_default())?;
         Ok(Settings {
             listen,
             data_dir,
@@ -366,6 +372,7 @@ impl Settings {
             shutdown_timeout: Duration::from_millis(layer.shutdown_timeout_ms.unwrap_or(10_000)),
             statsd_addr,
             amqp,
+            topics,
         })
     }
 

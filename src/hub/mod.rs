@@ -1,4 +1,5 @@
-//! The hub: the connections open on this node, and the fanout of inbox events to them.
+//! The hub: the connections open on this node, and the fanout of inbox events (by user) and topic events
+//! (by topic, `topics`) to them.
 //!
 //! Architecture invariant: the hub never sees a transport type. It holds outboxes of encoded frames; the
 //! WebSocket (or any later) transport drains them onto its sockets.
@@ -6,23 +7,30 @@
 pub mod capacity;
 pub mod outbox;
 pub mod registry;
+pub mod topics;
 
 use std::sync::Arc;
 
 pub use capacity::{Capacity, Permit};
 pub use outbox::{Frame, Outbox, Push};
-pub use registry::{Registration, Registry};
+pub use registry::{Connection, Registration, Registry};
+pub use topics::{Encoding, Sink, TopicHub, TopicSubscription};
 
 use crate::domain::InboxEvent;
 
 pub struct Hub {
     pub registry: Arc<Registry>,
     pub capacity: Arc<Capacity>,
+    pub topics: Arc<TopicHub>,
 }
 
 impl Hub {
     pub fn new(max_connections: usize) -> Self {
-        Self { registry: Arc::new(Registry::default()), capacity: Capacity::new(max_connections) }
+        Self {
+            registry: Arc::new(Registry::default()),
+            capacity: Capacity::new(max_connections),
+            topics: Arc::new(TopicHub::default()),
+        }
     }
 
     /// Pushes each event to the local connections of its user. Each frame is encoded once, and only when
@@ -34,7 +42,7 @@ impl Hub {
                     InboxEvent::Created { notification, received_at } => (Some(notification.id), Some(*received_at)),
                     _ => (None, None),
                 };
-                Frame { bytes: crate::protocol::event(event), notification, received_at }
+                Frame { bytes: crate::protocol::event(event), notification, received_at, topic: None }
             });
         }
     }

@@ -17,6 +17,7 @@ use tokio::sync::Notify;
 
 use crate::domain::NotificationId;
 use crate::error::CloseReason;
+use crate::topics::TopicName;
 
 /// An encoded frame, shared by every connection it goes to (cloning it shares the bytes).
 #[derive(Debug, Clone)]
@@ -27,6 +28,22 @@ pub struct Frame {
     pub notification: Option<NotificationId>,
     /// When the publish that caused the frame arrived, for the publish-to-push latency metric.
     pub received_at: Option<Instant>,
+    /// The topic event the frame carries, if any: used to skip what a subscriber's recovery already sent
+    /// and what arrives after it unsubscribed.
+    pub topic: Option<TopicMark>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TopicMark {
+    pub topic: TopicName,
+    pub seq: u64,
+}
+
+impl Frame {
+    /// A frame that is not an inbox notification nor a topic event.
+    pub fn plain(bytes: Bytes) -> Self {
+        Self { bytes, notification: None, received_at: None, topic: None }
+    }
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -118,7 +135,7 @@ mod tests {
     use super::*;
 
     fn frame() -> Frame {
-        Frame { bytes: Bytes::from_static(b"{}"), notification: None, received_at: None }
+        Frame::plain(Bytes::from_static(b"{}"))
     }
 
     #[test]

@@ -71,6 +71,12 @@ impl Registry {
         Registration { registry: self.clone(), user, connection }
     }
 
+    /// A connection that belongs to no user (a topic socket): it has an id and an outbox, and is found only
+    /// through the topics it watches.
+    pub fn detached(&self, outbox_capacity: usize) -> Arc<Connection> {
+        Arc::new(Connection { id: self.next_id.fetch_add(1, Ordering::Relaxed), outbox: Outbox::new(outbox_capacity) })
+    }
+
     fn unregister(&self, user: &UserId, id: u64) {
         let mut shard = self.shard(user);
         if let Entry::Occupied(mut e) = shard.entry(user.clone()) {
@@ -138,6 +144,11 @@ impl Registration {
     pub fn connection(&self) -> &Connection {
         &self.connection
     }
+
+    /// The connection, to hand to the topics it subscribes to.
+    pub fn shared(&self) -> &Arc<Connection> {
+        &self.connection
+    }
 }
 
 impl Drop for Registration {
@@ -152,7 +163,7 @@ mod tests {
     use bytes::Bytes;
 
     fn frame() -> Frame {
-        Frame { bytes: Bytes::from_static(b"{}"), notification: None, received_at: None }
+        Frame::plain(Bytes::from_static(b"{}"))
     }
 
     #[test]

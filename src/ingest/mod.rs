@@ -1,7 +1,9 @@
 //! Ingestion: the ways producers say that something happened for someone.
 //!
-//! The HTTP publish API (`http`) and RabbitMQ consumers (`amqp`); both turn what arrives into the same
-//! validated `NewNotification`s and hand them to the store.
+//! The HTTP publish API (`http`) and RabbitMQ consumers (`amqp`) turn what arrives into the same validated
+//! `NewNotification`s and hand them to the store; `topics` is the publish API of topic events (status
+//! streams), which the topic store checks against lifecycles.
 
 pub mod amqp;
 pub mod http;
+pub mod topics;

@@ -5,6 +5,7 @@
 //! the only source of live pushes.
 
 pub mod sqlite;
+pub mod topics;
 
 use std::sync::Arc;
 

@@ -1,12 +1,17 @@
 //! Topics: the live status of one thing (an order being executed, a mint intent being confirmed), streamed
 //! to whoever may watch it. A topic is `namespace:id` ([`TopicName`]); a namespace may declare a
-//! [`Lifecycle`] that its events must follow.
+//! [`Lifecycle`] that its events must follow, and has a [`Policy`](namespace::Policy) for how long topics
+//! live and how much history they keep.
 //!
-//! This is the model only (names, the patterns a token grants, lifecycles); storage, fanout and the
-//! transports for topics build on it.
+//! This is the model (names, grants, lifecycles, events and state); the store keeps topics
+//! (`store::topics`), the hub fans their events out (`hub::topics`), and the transports serve them.
 
+pub mod event;
 pub mod lifecycle;
 pub mod name;
+pub mod namespace;
 
+pub use event::{NewTopicEvent, SharedChange, TopicChange, TopicEvent, TopicState};
 pub use lifecycle::{Lifecycle, Refusal};
 pub use name::{TopicName, TopicPattern};
+pub use namespace::Namespaces;

@@ -21,4 +21,5 @@ mod reconnect;
 mod rest;
 mod slow_consumer;
 mod storage;
+mod topics;
 mod websocket_protocol;

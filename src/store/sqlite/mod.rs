@@ -6,6 +6,7 @@ mod merge;
 mod reader;
 mod schema;
 mod tail;
+mod topics;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -18,6 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use self::reader::ReaderPool;
 use self::tail::SharedTail;
 pub use self::tail::PARTITIONS;
+pub use self::topics::{topics_path, SqliteTopics};
 use self::writer::{Command, PendingDelivered, Writer};
 use crate::config::Synchronous;
 use crate::domain::{InboxEvent, NewNotification, NotificationId, UserId};

@@ -3,6 +3,7 @@
 pub mod extract;
 mod inbox;
 mod system;
+pub mod topics;
 
 use std::time::Instant;
 
@@ -18,7 +19,7 @@ use crate::state::AppState;
 
 pub fn routes(state: AppState) -> Router {
     let body_limit = state.max_body_bytes;
-    Router::new()
+    let router = Router::new()
         .route("/api/v1/notifications", post(ingest::http::publish).get(inbox::list))
         .route("/api/v1/notifications/batch", post(ingest::http::publish_batch))
         .route("/api/v1/notifications/unread-count", get(inbox::unread_count))
@@ -27,7 +28,13 @@ pub fn routes(state: AppState) -> Router {
         .route("/api/v1/openapi.json", get(system::openapi))
         .route("/health", get(system::health))
         .route("/metrics", get(system::metrics))
+        .route("/api/v1/topics/events/batch", post(ingest::topics::publish_batch))
+        .route("/api/v1/topics/{topic}/events", post(ingest::topics::publish).get(topics::history))
+        .route("/api/v1/topics/{topic}", get(topics::get_state))
         .route("/ws", get(super::ws::upgrade))
+        .route("/ws/topics/{topic}", get(super::ws::topic_socket::upgrade));
+    let router = aliases(router, &state);
+    router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
@@ -56,4 +63,39 @@ async fn access_log(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     tracing::debug!(%method, route, status = response.status().as_u16(), micros = started.elapsed().as_micros() as u64, "request");
     response
+}
+
+/// The configured route aliases (`/api/orders/status/{id}`, `/api/orders/{id}`); their paths were checked
+/// not to overlap Herald's own or each other when the configuration was read.
+fn aliases(mut router: Router<AppState>, state: &AppState) -> Router<AppState> {
+    use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+    use axum::extract::ws::WebSocketUpgrade;
+    use axum::extract::{Path, State};
+    use axum::http::HeaderMap;
+
+    use crate::transport::http::extract::Query;
+    use crate::transport::ws::topic_socket::{self, TopicParams};
+
+    for alias in &state.topic_settings.routes {
+        let alias = std::sync::Arc::new(alias.clone());
+        let ws = {
+            let alias = alias.clone();
+            move |State(state): State<AppState>,
+                  Path(id): Path<String>,
+                  Query(params): Query<TopicParams>,
+                  headers: HeaderMap,
+                  upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>| {
+                topic_socket::alias(alias.clone(), state, id, params, headers, upgrade)
+            }
+        };
+        router = router.route(&alias.ws, get(ws));
+        if let Some(path) = &alias.state {
+            let alias = alias.clone();
+            let rest = move |State(state): State<AppState>, Path(id): Path<String>, headers: HeaderMap| {
+                topics::alias_state_route(alias.clone(), state, id, headers)
+            };
+            router = router.route(path, get(rest));
+        }
+    }
+    router
 }

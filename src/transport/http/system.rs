@@ -10,10 +10,12 @@ use crate::state::AppState;
 /// Reports each part truthfully: 200 when all are up, 503 naming the one that is not.
 pub async fn health(State(state): State<AppState>) -> Response {
     let store = state.store.health().await;
+    let topics = state.topics.health().await;
+    let live_topics = state.topics.live_topics().await.ok();
     let broker = state.broker.health();
     let stopping = state.stopping.is_cancelled();
     let amqp_ok = state.amqp.as_ref().is_none_or(|a| a.ok());
-    let ok = store.ok && broker.ok && amqp_ok && !stopping;
+    let ok = store.ok && topics.ok && broker.ok && amqp_ok && !stopping;
     let status = if ok {
         "ok"
     } else if stopping {
@@ -30,6 +32,14 @@ pub async fn health(State(state): State<AppState>) -> Response {
             "capacity": state.hub.capacity.max(),
         },
         "store": { "status": if store.ok { "ok" } else { "down" }, "backend": store.backend, "detail": store.detail },
+        "topics": {
+            "status": if topics.ok { "ok" } else { "down" },
+            "backend": topics.backend,
+            "detail": topics.detail,
+            "live": live_topics,
+            "watched": state.hub.topics.topics(),
+            "subscribers": state.hub.topics.subscriptions(),
+        },
         "broker": { "status": if broker.ok { "ok" } else { "down" }, "backend": broker.backend },
         "amqp": state.amqp.as_ref().map(|a| {
             let consumers = a.health();

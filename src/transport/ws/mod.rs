@@ -4,6 +4,9 @@
 //! (400), or a full server (503). Accepted connections run in [`session`].
 
 mod session;
+mod socket;
+pub mod topic_socket;
+mod watching;
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::WebSocketUpgrade;

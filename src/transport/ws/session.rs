@@ -7,38 +7,30 @@
 
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use axum::extract::ws::{Message, WebSocket};
 use bytes::Bytes;
 use futures_util::SinkExt;
 use tokio::time::{interval_at, MissedTickBehavior};
 use tracing::Instrument;
 
+use super::socket::{read_failed, Flow, CLOSE_TIMEOUT, WRITE_TIMEOUT};
+use super::watching::{recovery_frames, Style, Watching};
 use crate::auth::{unix_now, User};
 use crate::domain::NotificationId;
-use crate::error::{CloseReason, FrameError};
-use crate::hub::{Permit, Registration};
+use crate::error::{CloseReason, FrameError, TopicError};
+use crate::hub::{Encoding, Permit, Registration, Sink};
 use crate::protocol::{self, ClientFrame};
 use crate::state::AppState;
 use crate::store::Since;
 use crate::telemetry::metrics;
+use crate::topics::namespace::MAX_HISTORY_EVENTS;
+use crate::topics::TopicName;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
 /// The newest unread notifications sent on a connect without `since`.
 const UNREAD_BACKLOG: u32 = 100;
 /// The most notifications sent on a connect with `since`; `more: true` says to page the rest over REST.
 const SINCE_BACKLOG: u32 = 1000;
-/// How long a write may take before the client is considered gone.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a closing handshake may take; a slow consumer gets this long to read up to the close frame.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
-
-enum Flow {
-    Continue,
-    Close(CloseReason),
-    /// The socket is gone or unusable; end without a closing handshake.
-    End,
-}
-
 /// Everything one connection owns. It is built before the first await and moved into the connection's
 /// future exactly once: an async fn that moved large values across awaits would keep a slot for each copy,
 /// and this future is what every idle connection holds.
@@ -49,6 +41,9 @@ struct Session {
     registration: Registration,
     /// The newest notification this connection has sent or deliberately skipped.
     high_water: Option<NotificationId>,
+    /// The topics it watches; boxed, and only once it subscribes, so a connection that watches none pays a
+    /// pointer.
+    watching: Option<Box<Watching>>,
     last_seen: Instant,
     /// Held for the life of the connection: its place in the connection budget and in shutdown's wait.
     _permit: Permit,
@@ -71,6 +66,7 @@ pub fn run(
         user,
         registration,
         high_water: None,
+        watching: None,
         last_seen: Instant::now(),
         _permit: permit,
         _tracked: tracked,
@@ -152,7 +148,11 @@ impl Session {
         // Drop what the backlog already sent (or skipped on purpose); the rest goes out in order.
         let mut frames = frames;
         let mut delivered = Vec::new();
+        let watching = &mut self.watching;
         frames.retain(|frame| match frame.notification {
+            _ if frame.topic.is_some() => {
+                frame.topic.as_ref().is_some_and(|mark| watching.as_mut().is_some_and(|w| w.admit(mark)))
+            }
             Some(id) if self.high_water.is_some_and(|seen| id <= seen) => false,
             Some(id) => {
                 self.high_water = Some(id);
@@ -164,21 +164,9 @@ impl Session {
         if frames.is_empty() {
             return Flow::Continue;
         }
-        let socket = &mut self.socket;
-        let write = async {
-            for frame in &frames {
-                socket.feed(text(frame.bytes.clone())).await?;
-            }
-            socket.flush().await
-        };
-        tokio::select! {
-            result = tokio::time::timeout(WRITE_TIMEOUT, write) => match result {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) | Err(_) => return Flow::End,
-            },
-            () = self.registration.connection().outbox.closing() => {
-                return Flow::Close(self.registration.connection().outbox.take().1.unwrap_or(CloseReason::SlowConsumer));
-            }
+        match super::socket::write_batch(&mut self.socket, &frames, &self.registration.connection().outbox).await {
+            Flow::Continue => {}
+            other => return other,
         }
         let m = metrics();
         m.frames_sent.increment(frames.len() as u64);
@@ -205,6 +193,13 @@ impl Session {
             // The read events come back through the hub to every connection of the user, this one included.
             Ok(ClientFrame::MarkRead { ids }) => self.state.store.mark_read(&self.user.id, ids).await.map(drop),
             Ok(ClientFrame::MarkAllRead) => self.state.store.mark_all_read(&self.user.id).await.map(drop),
+            Ok(ClientFrame::Subscribe { topic, since }) => return Box::pin(self.subscribe(topic, since)).await,
+            Ok(ClientFrame::Unsubscribe { topic }) => {
+                if let Some(watching) = self.watching.as_mut() {
+                    watching.remove(&topic);
+                }
+                return self.send(protocol::topics::unsubscribed(&topic)).await.err().unwrap_or(Flow::Continue);
+            }
             Err(e) => return self.reply_error(&e).await,
         };
         match result {
@@ -214,6 +209,52 @@ impl Session {
                 self.reply_error(&FrameError::Internal).await
             }
         }
+    }
+
+    /// Starts watching a topic (or, watched already, recovers it again from `since`).
+    async fn subscribe(&mut self, topic: TopicName, since: Option<u64>) -> Flow {
+        if !self.state.may_watch(Some(&self.user), &topic) {
+            return self.topic_error(TopicError::Forbidden, &topic).await;
+        }
+        let watching = self.watching.get_or_insert_with(Default::default);
+        if !watching.contains(&topic) {
+            let max = self.state.topic_settings.max_per_connection;
+            if watching.len() >= max {
+                return self.topic_error(TopicError::TooManySubscriptions(max), &topic).await;
+            }
+            let sink = Sink::Outbox { connection: self.registration.shared().clone(), encoding: Encoding::Ws };
+            watching.add(self.state.hub.topics.subscribe(topic.clone(), sink));
+        }
+        let recovery = {
+            let backlogs = self.state.backlogs.clone();
+            let Ok(_turn) = backlogs.acquire_owned().await else { return Flow::Close(CloseReason::GoingAway) };
+            self.state.topics.recover(&topic, since, MAX_HISTORY_EVENTS).await
+        };
+        let recovery = match recovery {
+            Ok(recovery) => recovery,
+            Err(e) => {
+                tracing::error!(error = %e, %topic, "could not read a topic's recovery");
+                if let Some(watching) = self.watching.as_mut() {
+                    watching.remove(&topic);
+                }
+                return self.topic_error(TopicError::Internal, &topic).await;
+            }
+        };
+        let (frames, high) = recovery_frames(Style::Ws, &topic, &recovery);
+        if let Some(watching) = self.watching.as_mut() {
+            watching.started(&topic, high);
+        }
+        for frame in frames {
+            if let Err(flow) = self.send(frame).await {
+                return flow;
+            }
+        }
+        Flow::Continue
+    }
+
+    async fn topic_error(&mut self, error: TopicError, topic: &TopicName) -> Flow {
+        metrics::counter!("herald_errors_total", "code" => error.code()).increment(1);
+        self.send(protocol::topics::error(&error, topic)).await.err().unwrap_or(Flow::Continue)
     }
 
     async fn reply_error(&mut self, error: &FrameError) -> Flow {
@@ -235,37 +276,14 @@ impl Session {
     }
 
     async fn send(&mut self, frame: Bytes) -> Result<(), Flow> {
-        match tokio::time::timeout(WRITE_TIMEOUT, self.socket.send(text(frame))).await {
-            Ok(Ok(())) => {
-                metrics().frames_sent.increment(1);
-                Ok(())
-            }
-            _ => Err(Flow::End),
-        }
+        super::socket::send(&mut self.socket, frame).await
     }
 
     /// Sends a close frame and waits (bounded) for it to be written.
     async fn close(&mut self, reason: CloseReason) {
-        let frame = CloseFrame { code: reason.code(), reason: Utf8Bytes::from_static(reason.reason()) };
         if reason == CloseReason::SlowConsumer {
             tracing::info!(user = %self.user.id, "closing a slow consumer");
         }
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.socket.send(Message::Close(Some(frame)))).await;
-    }
-}
-
-fn text(bytes: Bytes) -> Message {
-    // Frames come from `protocol`, which writes JSON: always UTF-8. The check is a cheap scan.
-    match Utf8Bytes::try_from(bytes) {
-        Ok(text) => Message::Text(text),
-        Err(_) => Message::Text(Utf8Bytes::from_static(r#"{"type":"error","code":"internal","message":"bad frame"}"#)),
-    }
-}
-
-fn read_failed(error: axum::Error) -> Flow {
-    let inner = error.into_inner();
-    match inner.downcast_ref::<tungstenite::Error>() {
-        Some(tungstenite::Error::Capacity(_)) => Flow::Close(CloseReason::MessageTooBig),
-        _ => Flow::End,
+        super::socket::close(&mut self.socket, reason).await;
     }
 }

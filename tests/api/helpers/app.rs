@@ -266,6 +266,38 @@ impl TestApp {
         WsClient::connect_slow(self.addr, &self.ws_url(&format!("?token={}", self.token(user)))).await
     }
 
+    // ---- topics ----------------------------------------------------------------------------------------
+
+    /// A user token whose `topics` claim grants `topics`.
+    pub fn topic_token(&self, user: &str, topics: &[&str]) -> String {
+        auth::topic_token_with_secret(&self.jwt_secret, user, topics)
+    }
+
+    /// `POST /api/v1/topics/{topic}/events` with the publisher key.
+    pub async fn append(&self, topic: &str, event: &Value) -> Response {
+        self.send(
+            self.request(Method::POST, &format!("/api/v1/topics/{topic}/events"), Some(&self.api_key)).json(event),
+        )
+        .await
+    }
+
+    /// Appends an event, asserts 201 and returns its seq.
+    pub async fn append_ok(&self, topic: &str, event: &Value) -> u64 {
+        let (status, body) = status_and_json(self.append(topic, event).await).await;
+        assert_eq!(status, 201, "append to {topic} answered {body}");
+        body["seq"].as_u64().unwrap_or_else(|| panic!("no seq in {body}"))
+    }
+
+    /// `GET {path}` with `bearer`: the status and the JSON body.
+    pub async fn get_json(&self, path: &str, bearer: Option<&str>) -> (u16, Value) {
+        status_and_json(self.send(self.request(Method::GET, path, bearer)).await).await
+    }
+
+    /// Opens a socket on `path` (e.g. `/ws/topics/order:1?token=…`) without reading anything.
+    pub async fn connect_path(&self, path: &str) -> Result<WsClient, (u16, Option<Value>)> {
+        WsClient::try_connect_raw(&format!("ws://{}{path}", self.addr)).await
+    }
+
     // ---- operations ----------------------------------------------------------------------------------
 
     /// `GET /metrics`.

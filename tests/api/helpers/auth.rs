@@ -23,6 +23,13 @@ pub fn token_with_secret(secret: &str, user: &str) -> String {
     sign(Algorithm::HS256, &EncodingKey::from_secret(secret.as_bytes()), &claims_for(user))
 }
 
+/// An HS256 token for `user` whose `topics` claim grants `topics`.
+pub fn topic_token_with_secret(secret: &str, user: &str, topics: &[&str]) -> String {
+    let mut claims = claims_for(user);
+    claims["topics"] = json!(topics);
+    sign(Algorithm::HS256, &EncodingKey::from_secret(secret.as_bytes()), &claims)
+}
+
 /// An unsigned token (`"alg":"none"`, empty signature) for `user`.
 pub fn alg_none_token(user: &str) -> String {
     let header = base64url(br#"{"alg":"none","typ":"JWT"}"#);

@@ -38,10 +38,17 @@ impl WsClient {
 
     /// Connects to `url`; `Err((status, body))` when the server refuses the upgrade.
     pub async fn try_connect(url: &str) -> Result<WsClient, (u16, Option<Value>)> {
+        let client = WsClient::try_connect_raw(url).await?;
+        Ok(WsClient::open(client.socket).await)
+    }
+
+    /// Connects to `url` without reading anything (a topic socket sends no `hello`); `Err((status, body))`
+    /// when the server refuses the upgrade.
+    pub async fn try_connect_raw(url: &str) -> Result<WsClient, (u16, Option<Value>)> {
         let connect = tokio_tungstenite::connect_async_with_config(url, Some(config()), true);
         let outcome = tokio::time::timeout(WAIT, connect).await.expect("WebSocket handshake timed out");
         match outcome {
-            Ok((socket, _)) => Ok(WsClient::open(socket).await),
+            Ok((socket, _)) => Ok(WsClient { hello: Value::Null, backlog: Value::Null, socket }),
             Err(WsError::Http(response)) => {
                 let status = response.status().as_u16();
                 let body = response.body().as_ref().and_then(|b| serde_json::from_slice(b).ok());

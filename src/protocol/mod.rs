@@ -9,6 +9,9 @@ use serde_json::Value;
 
 use crate::domain::{InboxEvent, Notification, NotificationId, UserId};
 use crate::error::FrameError;
+use crate::topics::TopicName;
+
+pub mod topics;
 
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -22,6 +25,10 @@ enum ServerFrame<'a> {
 }
 
 fn encode(frame: &ServerFrame<'_>) -> Bytes {
+    encode_value(frame)
+}
+
+fn encode_value<T: Serialize + ?Sized>(frame: &T) -> Bytes {
     // Serializing these types cannot fail: every map key is a string and no value is a non-finite float.
     Bytes::from(serde_json::to_vec(frame).unwrap_or_default())
 }
@@ -57,9 +64,37 @@ pub const MAX_MARK_READ_IDS: usize = 1000;
 /// What a client may ask over a live connection.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ClientFrame {
-    MarkRead { ids: Vec<NotificationId> },
+    MarkRead {
+        ids: Vec<NotificationId>,
+    },
     MarkAllRead,
     Ping,
+    /// Watch a topic; with `since`, first the events after that sequence number.
+    Subscribe {
+        topic: TopicName,
+        since: Option<u64>,
+    },
+    Unsubscribe {
+        topic: TopicName,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubscribeBody {
+    #[serde(rename = "type")]
+    _type: String,
+    topic: String,
+    #[serde(default)]
+    since: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UnsubscribeBody {
+    #[serde(rename = "type")]
+    _type: String,
+    topic: String,
 }
 
 #[derive(Deserialize)]
@@ -111,6 +146,18 @@ impl ClientFrame {
                     .collect::<Result<_, _>>()?;
                 Ok(ClientFrame::MarkRead { ids })
             }
+            "subscribe" => {
+                let body = serde_json::from_value::<SubscribeBody>(value).map_err(invalid)?;
+                let topic =
+                    TopicName::parse(&body.topic).map_err(|e| FrameError::InvalidRequest(format!("subscribe: {e}")))?;
+                Ok(ClientFrame::Subscribe { topic, since: body.since })
+            }
+            "unsubscribe" => {
+                let body = serde_json::from_value::<UnsubscribeBody>(value).map_err(invalid)?;
+                let topic = TopicName::parse(&body.topic)
+                    .map_err(|e| FrameError::InvalidRequest(format!("unsubscribe: {e}")))?;
+                Ok(ClientFrame::Unsubscribe { topic })
+            }
             _ => Err(FrameError::UnknownType(kind.chars().take(64).collect())),
         }
     }
@@ -136,5 +183,14 @@ mod tests {
         assert_eq!(ClientFrame::parse(r#"{"type":"mark_read","ids":"x"}"#).unwrap_err().code(), "invalid_request");
         assert_eq!(ClientFrame::parse(r#"{"type":"mark_read","ids":[]}"#).unwrap_err().code(), "invalid_request");
         assert_eq!(ClientFrame::parse(r#"[1]"#).unwrap_err().code(), "invalid_request");
+        assert_eq!(ClientFrame::parse(r#"{"type":"subscribe","topic":"x"}"#).unwrap_err().code(), "invalid_request");
+        assert_eq!(
+            ClientFrame::parse(r#"{"type":"subscribe","topic":"order:1","since":-1}"#).unwrap_err().code(),
+            "invalid_request"
+        );
+        assert!(matches!(
+            ClientFrame::parse(r#"{"type":"subscribe","topic":"order:1","since":3}"#),
+            Ok(ClientFrame::Subscribe { since: Some(3), .. })
+        ));
     }
 }

@@ -1,0 +1,529 @@
+//! Topics in SQLite: a file of their own beside the inbox's (`herald.topics.db` next to `herald.db`), with
+//! its own writer thread, so topic appends never queue behind inbox writes or take the inbox's lock.
+//!
+//! The writer commits whatever appends are queued as one transaction, like the inbox writer. It is the one
+//! place appends are serialized, so it is where each event is checked against its lifecycle and given its
+//! topic's next sequence number. An append is checked whole before anything is written: a refused event
+//! leaves the append's earlier events unstored too.
+//!
+//! `topics` holds each topic's state; `topic_events` its history, trimmed to the namespace's bounds on
+//! every append. A topic whose TTL passed is unknown to readers at once, and the sweep deletes it later;
+//! an event for it starts the topic afresh (seq 1, the lifecycle's initial status).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+use serde_json::{Map, Value};
+use tokio::sync::{mpsc, oneshot};
+
+use super::reader::ReaderPool;
+use super::writer::sql_error;
+use crate::config::Synchronous;
+use crate::domain::Timestamp;
+use crate::store::topics::{Recovery, Refused, Rejection, TopicStore, RECOVERY_BYTES};
+use crate::store::{StoreError, StoreHealth};
+use crate::topics::event::{encoded_len, DATA_MAX};
+use crate::topics::lifecycle::Current;
+use crate::topics::{Namespaces, NewTopicEvent, SharedChange, TopicChange, TopicEvent, TopicName, TopicState};
+
+const COMMAND_QUEUE: usize = 4096;
+const MAX_COMMANDS_PER_GROUP: usize = 256;
+const READERS: usize = 4;
+/// How often expired topics and history are swept, and how many rows one sweep deletes at most.
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
+const SWEEP_ROWS: usize = 10_000;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS topics (
+    topic      TEXT PRIMARY KEY,
+    seq        INTEGER NOT NULL,
+    status     TEXT,
+    progress   INTEGER,
+    data       TEXT NOT NULL,      -- the merged data, a JSON object
+    updated_at INTEGER NOT NULL,   -- milliseconds since the Unix epoch
+    expires_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS topics_expiry ON topics (expires_at);
+CREATE TABLE IF NOT EXISTS topic_events (
+    topic      TEXT NOT NULL,
+    seq        INTEGER NOT NULL,
+    type       TEXT NOT NULL,
+    status     TEXT,
+    progress   INTEGER,
+    data       TEXT NOT NULL,
+    at         INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,   -- when the history's age bound drops it
+    PRIMARY KEY (topic, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS topic_events_expiry ON topic_events (expires_at);
+"#;
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+type Appended = Result<Vec<u64>, Refused>;
+
+enum Command {
+    Append { events: Vec<NewTopicEvent>, reply: Reply<Appended> },
+    Sweep,
+    Shutdown { reply: oneshot::Sender<()> },
+}
+
+/// The topics file for an inbox database path: `herald.db` → `herald.topics.db`.
+pub fn topics_path(inbox: &Path) -> PathBuf {
+    let stem = inbox.file_stem().map_or_else(|| "herald".into(), |s| s.to_string_lossy().into_owned());
+    inbox.with_file_name(format!("{stem}.topics.db"))
+}
+
+pub struct SqliteTopics {
+    path: PathBuf,
+    commands: mpsc::Sender<Command>,
+    readers: Arc<ReaderPool>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl SqliteTopics {
+    /// Opens (creating) the topics database at `path` and starts its writer. Committed events go out on
+    /// `feed`, in commit order.
+    pub fn open(
+        path: &Path,
+        synchronous: Synchronous,
+        busy_timeout: Duration,
+        namespaces: Arc<Namespaces>,
+        feed: mpsc::Sender<Vec<SharedChange>>,
+    ) -> Result<Self, StoreError> {
+        let conn = open_writer(path, synchronous, busy_timeout)
+            .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+        let (commands, rx) = mpsc::channel(COMMAND_QUEUE);
+        let writer = Writer { conn, namespaces, commands: rx, feed };
+        let handle = std::thread::Builder::new()
+            .name("herald-topics-writer".into())
+            .spawn(move || writer.run())
+            .map_err(|e| StoreError::Internal(format!("cannot start the topics writer: {e}")))?;
+        spawn_sweeps(commands.downgrade());
+        Ok(Self {
+            path: path.to_owned(),
+            commands,
+            readers: Arc::new(ReaderPool::new(path.to_owned(), READERS)),
+            writer: Mutex::new(Some(handle)),
+        })
+    }
+}
+
+fn open_writer(path: &Path, synchronous: Synchronous, busy_timeout: Duration) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    let sync = match synchronous {
+        Synchronous::Full => "FULL",
+        Synchronous::Normal => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", sync)?;
+    conn.busy_timeout(busy_timeout)?;
+    conn.set_prepared_statement_cache_capacity(32);
+    conn.execute_batch(SCHEMA)?;
+    Ok(conn)
+}
+
+fn spawn_sweeps(commands: mpsc::WeakSender<Command>) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+    runtime.spawn(async move {
+        loop {
+            tokio::time::sleep(SWEEP_EVERY).await;
+            let Some(commands) = commands.upgrade() else { return };
+            let _ = commands.try_send(Command::Sweep);
+        }
+    });
+}
+
+struct Writer {
+    conn: Connection,
+    namespaces: Arc<Namespaces>,
+    commands: mpsc::Receiver<Command>,
+    feed: mpsc::Sender<Vec<SharedChange>>,
+}
+
+/// An append's work, checked: the changes to write and stream, and the topics whose stale rows go first.
+struct Checked {
+    changes: Vec<TopicChange>,
+    restarted: Vec<TopicName>,
+    finals: HashMap<TopicName, TopicState>,
+}
+
+impl Writer {
+    fn run(mut self) {
+        while let Some(first) = self.commands.blocking_recv() {
+            let mut group = vec![first];
+            while group.len() < MAX_COMMANDS_PER_GROUP {
+                match self.commands.try_recv() {
+                    Ok(cmd) => group.push(cmd),
+                    Err(_) => break,
+                }
+            }
+            let mut appends = Vec::with_capacity(group.len());
+            let mut stop = None;
+            let mut sweep = false;
+            for cmd in group {
+                match cmd {
+                    Command::Append { events, reply } => appends.push((events, reply)),
+                    Command::Sweep => sweep = true,
+                    Command::Shutdown { reply } => stop = Some(reply),
+                }
+            }
+            if !appends.is_empty() {
+                self.commit_appends(appends);
+            }
+            if sweep {
+                if let Err(e) = self.sweep() {
+                    tracing::warn!(error = %e, "could not sweep expired topics");
+                }
+            }
+            if let Some(reply) = stop {
+                let _ = reply.send(());
+                return;
+            }
+        }
+    }
+
+    fn commit_appends(&mut self, appends: Vec<(Vec<NewTopicEvent>, Reply<Appended>)>) {
+        let started = Instant::now();
+        let (events, replies): (Vec<_>, Vec<_>) = appends.into_iter().unzip();
+        match self.transaction(&events) {
+            Ok((results, changes)) => self.finish(replies, results, changes),
+            Err(group_error) => {
+                tracing::warn!(error = %group_error, appends = events.len(), "a topic write group failed; retrying each alone");
+                for (one, reply) in events.iter().zip(replies) {
+                    match self.transaction(std::slice::from_ref(one)) {
+                        Ok((results, changes)) => self.finish(vec![reply], results, changes),
+                        Err(e) => drop(reply.send(Err(e))),
+                    }
+                }
+            }
+        }
+        metrics::histogram!("herald_store_commit_seconds", "store" => "topics").record(started.elapsed().as_secs_f64());
+    }
+
+    fn finish(&self, replies: Vec<Reply<Appended>>, results: Vec<Appended>, changes: Vec<TopicChange>) {
+        if !changes.is_empty() {
+            metrics::counter!("herald_topic_events_appended_total").increment(changes.len() as u64);
+            // Streamed before the publishers hear back, so a publisher that reads on hearing 201 finds its
+            // event on every live connection's way.
+            if self.feed.blocking_send(changes.into_iter().map(Arc::new).collect()).is_err() {
+                tracing::debug!("the topic feed is closed; committed events are not streamed");
+            }
+        }
+        for (reply, result) in replies.into_iter().zip(results) {
+            let _ = reply.send(Ok(result));
+        }
+    }
+
+    /// Runs the appends in one transaction; a refused append writes nothing and leaves the others be.
+    fn transaction(&mut self, appends: &[Vec<NewTopicEvent>]) -> Result<(Vec<Appended>, Vec<TopicChange>), StoreError> {
+        let now = Timestamp::now();
+        let namespaces = self.namespaces.clone();
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql_error)?;
+        let mut results = Vec::with_capacity(appends.len());
+        let mut streamed = Vec::new();
+        for events in appends {
+            match check(&tx, &namespaces, events, now)? {
+                Err(refused) => results.push(Err(refused)),
+                Ok(checked) => {
+                    write(&tx, &namespaces, &checked)?;
+                    results.push(Ok(checked.changes.iter().map(|c| c.event.seq).collect()));
+                    streamed.extend(checked.changes);
+                }
+            }
+        }
+        tx.commit().map_err(sql_error)?;
+        Ok((results, streamed))
+    }
+
+    fn sweep(&mut self) -> Result<(), StoreError> {
+        let now = Timestamp::now().0;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql_error)?;
+        let expired: Vec<String> = {
+            let mut stmt =
+                tx.prepare_cached("SELECT topic FROM topics WHERE expires_at <= ?1 LIMIT ?2").map_err(sql_error)?;
+            let rows = stmt.query_map(params![now, SWEEP_ROWS as i64], |r| r.get(0)).map_err(sql_error)?;
+            rows.collect::<Result<_, _>>().map_err(sql_error)?
+        };
+        for topic in &expired {
+            tx.execute("DELETE FROM topic_events WHERE topic = ?1", [topic]).map_err(sql_error)?;
+            tx.execute("DELETE FROM topics WHERE topic = ?1", [topic]).map_err(sql_error)?;
+        }
+        let aged = tx
+            .execute(
+                "DELETE FROM topic_events WHERE (topic, seq) IN
+                     (SELECT topic, seq FROM topic_events WHERE expires_at <= ?1 LIMIT ?2)",
+                params![now, SWEEP_ROWS as i64],
+            )
+            .map_err(sql_error)?;
+        tx.commit().map_err(sql_error)?;
+        if !expired.is_empty() || aged > 0 {
+            metrics::counter!("herald_topics_expired_total").increment(expired.len() as u64);
+            tracing::debug!(topics = expired.len(), events = aged, "swept expired topics and history");
+        }
+        Ok(())
+    }
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Checks an append against the current states and lifecycles, without writing.
+fn check(
+    tx: &rusqlite::Transaction<'_>,
+    namespaces: &Namespaces,
+    events: &[NewTopicEvent],
+    now: Timestamp,
+) -> Result<Result<Checked, Refused>, StoreError> {
+    let mut finals: HashMap<TopicName, TopicState> = HashMap::new();
+    let mut restarted = Vec::new();
+    let mut changes = Vec::with_capacity(events.len());
+    for (index, new) in events.iter().enumerate() {
+        let policy = namespaces.of(&new.topic);
+        if !finals.contains_key(&new.topic) {
+            let (state, stale) = load(tx, &new.topic, now)?;
+            if stale {
+                restarted.push(new.topic.clone());
+            }
+            finals.insert(new.topic.clone(), state.unwrap_or_else(|| TopicState::empty(new.topic.clone())));
+        }
+        let Some(state) = finals.get_mut(&new.topic) else {
+            return Err(StoreError::Internal("a checked topic went missing".into()));
+        };
+        let refuse = |rejection| Refused { index, topic: new.topic.clone(), current: state.status.clone(), rejection };
+        if let Some(lifecycle) = &policy.lifecycle {
+            let current = Current { status: state.status.as_deref(), progress: state.progress };
+            if let Err(refusal) = lifecycle.check(current, new.status.as_deref(), new.progress) {
+                return Ok(Err(refuse(Rejection::Lifecycle(refusal))));
+            }
+        }
+        let event = TopicEvent {
+            seq: state.seq + 1,
+            kind: new.kind.clone(),
+            status: new.status.clone(),
+            progress: new.progress,
+            data: new.data.clone(),
+            at: now,
+        };
+        let mut next = state.clone();
+        next.apply(&event, Timestamp(now.0.saturating_add(ms(policy.ttl))));
+        if encoded_len(&next.data) > DATA_MAX {
+            return Ok(Err(refuse(Rejection::StateTooLarge)));
+        }
+        let status_changed = next.status != state.status;
+        *state = next.clone();
+        changes.push(TopicChange {
+            topic: new.topic.clone(),
+            event,
+            state: next,
+            status_changed,
+            received_at: Some(new.received_at),
+        });
+    }
+    Ok(Ok(Checked { changes, restarted, finals }))
+}
+
+fn write(tx: &rusqlite::Transaction<'_>, namespaces: &Namespaces, checked: &Checked) -> Result<(), StoreError> {
+    for topic in &checked.restarted {
+        tx.execute("DELETE FROM topic_events WHERE topic = ?1", [topic.as_str()]).map_err(sql_error)?;
+    }
+    {
+        let mut insert = tx
+            .prepare_cached(
+                "INSERT INTO topic_events (topic, seq, type, status, progress, data, at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )
+            .map_err(sql_error)?;
+        for change in &checked.changes {
+            let e = &change.event;
+            let keep = ms(namespaces.of(&change.topic).history_age);
+            insert
+                .execute(params![
+                    change.topic.as_str(),
+                    e.seq as i64,
+                    e.kind,
+                    e.status,
+                    e.progress,
+                    json(&e.data),
+                    e.at.0,
+                    e.at.0.saturating_add(keep),
+                ])
+                .map_err(sql_error)?;
+        }
+    }
+    let mut upsert = tx
+        .prepare_cached(
+            "INSERT INTO topics (topic, seq, status, progress, data, updated_at, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (topic) DO UPDATE SET seq = excluded.seq, status = excluded.status,
+                 progress = excluded.progress, data = excluded.data, updated_at = excluded.updated_at,
+                 expires_at = excluded.expires_at",
+        )
+        .map_err(sql_error)?;
+    let mut trim = tx.prepare_cached("DELETE FROM topic_events WHERE topic = ?1 AND seq <= ?2").map_err(sql_error)?;
+    for (topic, state) in &checked.finals {
+        if state.seq == 0 {
+            continue;
+        }
+        upsert
+            .execute(params![
+                topic.as_str(),
+                state.seq as i64,
+                state.status,
+                state.progress,
+                json(&state.data),
+                state.updated_at.0,
+                state.expires_at.0,
+            ])
+            .map_err(sql_error)?;
+        let keep = namespaces.of(topic).history_events as u64;
+        if state.seq > keep {
+            trim.execute(params![topic.as_str(), (state.seq - keep) as i64]).map_err(sql_error)?;
+        }
+    }
+    Ok(())
+}
+
+fn json(data: &Map<String, Value>) -> String {
+    serde_json::to_string(data).unwrap_or_else(|_| "{}".to_owned())
+}
+
+fn object(text: &str) -> Map<String, Value> {
+    match serde_json::from_str(text) {
+        Ok(Value::Object(map)) => map,
+        _ => Map::new(),
+    }
+}
+
+const STATE_COLUMNS: &str = "seq, status, progress, data, updated_at, expires_at";
+
+fn state_row(topic: &TopicName, row: &Row<'_>) -> rusqlite::Result<TopicState> {
+    Ok(TopicState {
+        topic: topic.clone(),
+        seq: row.get::<_, i64>(0)? as u64,
+        status: row.get(1)?,
+        progress: row.get(2)?,
+        data: object(&row.get::<_, String>(3)?),
+        updated_at: Timestamp(row.get(4)?),
+        expires_at: Timestamp(row.get(5)?),
+    })
+}
+
+/// The topic's state if it is live, and whether a stale (expired, unswept) row is in the way.
+fn load(conn: &Connection, topic: &TopicName, now: Timestamp) -> Result<(Option<TopicState>, bool), StoreError> {
+    let state = conn
+        .prepare_cached(&format!("SELECT {STATE_COLUMNS} FROM topics WHERE topic = ?1"))
+        .map_err(sql_error)?
+        .query_row([topic.as_str()], |row| state_row(topic, row))
+        .optional()
+        .map_err(sql_error)?;
+    Ok(match state {
+        Some(s) if s.expires_at > now => (Some(s), false),
+        Some(_) => (None, true),
+        None => (None, false),
+    })
+}
+
+fn event_row(row: &Row<'_>) -> rusqlite::Result<TopicEvent> {
+    Ok(TopicEvent {
+        seq: row.get::<_, i64>(0)? as u64,
+        kind: row.get(1)?,
+        status: row.get(2)?,
+        progress: row.get(3)?,
+        data: object(&row.get::<_, String>(4)?),
+        at: Timestamp(row.get(5)?),
+    })
+}
+
+fn recover(conn: &mut Connection, topic: &TopicName, since: Option<u64>, limit: usize) -> Result<Recovery, StoreError> {
+    let now = Timestamp::now();
+    let tx = conn.transaction().map_err(sql_error)?;
+    let (state, _) = load(&tx, topic, now)?;
+    let Some(since) = since else {
+        return Ok(Recovery { state, events: Vec::new(), gone: false });
+    };
+    let Some(current) = &state else {
+        // Unknown or expired: whatever the client saw is gone, unless it saw nothing.
+        return Ok(Recovery { state, events: Vec::new(), gone: since > 0 });
+    };
+    if since >= current.seq {
+        return Ok(Recovery { gone: since > current.seq, state, events: Vec::new() });
+    }
+    let events: Vec<TopicEvent> = {
+        let mut stmt = tx
+            .prepare_cached(
+                "SELECT seq, type, status, progress, data, at FROM topic_events
+                 WHERE topic = ?1 AND seq > ?2 AND expires_at > ?3 ORDER BY seq LIMIT ?4",
+            )
+            .map_err(sql_error)?;
+        let rows =
+            stmt.query_map(params![topic.as_str(), since as i64, now.0, limit as i64], event_row).map_err(sql_error)?;
+        rows.collect::<Result<_, _>>().map_err(sql_error)?
+    };
+    let size: usize = events.iter().map(|e| 128 + e.kind.len() + encoded_len(&e.data)).sum();
+    let complete = size <= RECOVERY_BYTES
+        && events.first().is_some_and(|e| e.seq == since + 1)
+        && events.last().is_some_and(|e| e.seq == current.seq);
+    if complete {
+        Ok(Recovery { state, events, gone: false })
+    } else {
+        Ok(Recovery { state, events: Vec::new(), gone: true })
+    }
+}
+
+#[async_trait]
+impl TopicStore for SqliteTopics {
+    async fn append(&self, events: Vec<NewTopicEvent>) -> Result<Appended, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(Command::Append { events, reply }).await.map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn state(&self, topic: &TopicName) -> Result<Option<TopicState>, StoreError> {
+        let topic = topic.clone();
+        self.readers.run(move |conn| load(conn, &topic, Timestamp::now()).map(|(state, _)| state)).await
+    }
+
+    async fn recover(&self, topic: &TopicName, since: Option<u64>, limit: usize) -> Result<Recovery, StoreError> {
+        let topic = topic.clone();
+        self.readers.run(move |conn| recover(conn, &topic, since, limit)).await
+    }
+
+    async fn live_topics(&self) -> Result<u64, StoreError> {
+        self.readers
+            .run(|conn| {
+                conn.query_row("SELECT count(*) FROM topics WHERE expires_at > ?1", [Timestamp::now().0], |r| {
+                    r.get::<_, i64>(0)
+                })
+                .map(|n| n as u64)
+                .map_err(sql_error)
+            })
+            .await
+    }
+
+    async fn health(&self) -> StoreHealth {
+        let writer_alive = !self.commands.is_closed();
+        let read = self.readers.run(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(sql_error)).await;
+        let (ok, detail) = match (writer_alive, read) {
+            (true, Ok(())) => (true, self.path.display().to_string()),
+            (false, _) => (false, "the topics writer has stopped".to_owned()),
+            (true, Err(e)) => (false, e.to_string()),
+        };
+        StoreHealth { ok, backend: "sqlite", detail }
+    }
+
+    async fn shutdown(&self) {
+        let (reply, done) = oneshot::channel();
+        if self.commands.send(Command::Shutdown { reply }).await.is_ok() {
+            let _ = done.await;
+        }
+        let handle = self.writer.lock().ok().and_then(|mut h| h.take());
+        if let Some(handle) = handle {
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! What every WebSocket session shares: how a batch of frames is written, how a socket is closed, and how
+//! read errors are told apart.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use bytes::Bytes;
+use futures_util::SinkExt;
+
+use crate::error::CloseReason;
+use crate::hub::{Frame, Outbox};
+
+/// How long a write may take before the client is considered gone.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a closing handshake may take; a slow consumer gets this long to read up to the close frame.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub enum Flow {
+    Continue,
+    Close(CloseReason),
+    /// The socket is gone or unusable; end without a closing handshake.
+    End,
+}
+
+/// Writes frames as one batch: fed into the socket's write buffer and flushed once, so a burst becomes a
+/// few large writes. The write is raced against the outbox closing, so a slow consumer is cut off even while
+/// its socket is full.
+pub async fn write_batch(socket: &mut WebSocket, frames: &VecDeque<Frame>, outbox: &Outbox) -> Flow {
+    let write = async {
+        for frame in frames {
+            socket.feed(text(frame.bytes.clone())).await?;
+        }
+        socket.flush().await
+    };
+    tokio::select! {
+        result = tokio::time::timeout(WRITE_TIMEOUT, write) => match result {
+            Ok(Ok(())) => Flow::Continue,
+            Ok(Err(_)) | Err(_) => Flow::End,
+        },
+        () = outbox.closing() => Flow::Close(outbox.take().1.unwrap_or(CloseReason::SlowConsumer)),
+    }
+}
+
+/// Sends one frame now.
+pub async fn send(socket: &mut WebSocket, frame: Bytes) -> Result<(), Flow> {
+    match tokio::time::timeout(WRITE_TIMEOUT, socket.send(text(frame))).await {
+        Ok(Ok(())) => {
+            crate::telemetry::metrics().frames_sent.increment(1);
+            Ok(())
+        }
+        _ => Err(Flow::End),
+    }
+}
+
+/// Sends a close frame and waits (bounded) for it to be written.
+pub async fn close(socket: &mut WebSocket, reason: CloseReason) {
+    let frame = CloseFrame { code: reason.code(), reason: Utf8Bytes::from_static(reason.reason()) };
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.send(Message::Close(Some(frame)))).await;
+}
+
+pub fn text(bytes: Bytes) -> Message {
+    // Frames come from `protocol`, which writes JSON: always UTF-8. The check is a cheap scan.
+    match Utf8Bytes::try_from(bytes) {
+        Ok(text) => Message::Text(text),
+        Err(_) => Message::Text(Utf8Bytes::from_static(r#"{"type":"error","code":"internal","message":"bad frame"}"#)),
+    }
+}
+
+pub fn read_failed(error: axum::Error) -> Flow {
+    let inner = error.into_inner();
+    match inner.downcast_ref::<tungstenite::Error>() {
+        Some(tungstenite::Error::Capacity(_)) => Flow::Close(CloseReason::MessageTooBig),
+        _ => Flow::End,
+    }
+}
