@@ -11,7 +11,6 @@
 #   HERALD_JWT_SECRET     Herald's HS256 secret, for minting user tokens
 #   HERALD_BENCH_API_KEY  one of Herald's publisher API keys
 #   HERALD_BENCH_SERVER_PID  its pid, so idle mode reports its memory (optional)
-#   HERALD_BENCH_TOPICS=1 also run broadcast against Herald (once it has topics)
 #   HERALD_BENCH_AMQP_URL the RabbitMQ vhost that Herald consumes (its HERALD_AMQP_URL); the floor consumes
 #                         its own queue on it. Without it a fresh vhost is made for this run and deleted after.
 #
@@ -109,7 +108,7 @@ suite() {
 suite floor "$floor_url" 1 "$floor_queue" --server-pid "$floor_pid"
 
 if [[ -n "${HERALD_BENCH_SERVER:-}" ]]; then
-    suite herald "$HERALD_BENCH_SERVER" "${HERALD_BENCH_TOPICS:-0}" herald.notifications \
+    suite herald "$HERALD_BENCH_SERVER" 1 herald.notifications \
         ${HERALD_BENCH_SERVER_PID:+--server-pid "$HERALD_BENCH_SERVER_PID"}
 fi
 

@@ -38,10 +38,8 @@ pub enum Command {
     /// confirms, and measure what the server's AMQP consumer stores and delivers: throughput,
     /// publish→deliver latency, lost and duplicated notifications.
     Amqp(AmqpArgs),
-    /// S subscribers on one topic, M events published to it. Herald has no topics yet: the
-    /// client speaks an assumed protocol (`/ws?token=..&topic=NAME`, `POST
-    /// /api/v1/topics/{name}/events`) that the floor server implements today; Herald support
-    /// comes with the topics issue.
+    /// S subscribers on one topic, M events published to it: each subscriber opens `/ws` and
+    /// sends `subscribe`; events are posted to `/api/v1/topics/{name}/events`.
     Broadcast(BroadcastArgs),
     /// Connect U users, publish at a steady rate, drop every connection at once and reconnect
     /// with `since`; report the time until every user has caught up, and lost notifications.
@@ -217,7 +215,7 @@ pub struct BroadcastArgs {
     #[arg(long, short = 'm')]
     pub events: Option<u64>,
 
-    /// Topic name [default: hb-RUN, unique per run]. Letters, digits, '.', '_' and '-'.
+    /// Topic name, namespace:id [default: bench:hb-RUN, unique per run].
     #[arg(long)]
     pub topic: Option<String>,
 

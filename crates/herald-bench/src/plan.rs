@@ -235,7 +235,7 @@ fn broadcast(args: &BroadcastArgs, run_id: String) -> Result<RunPlan, PlanError>
     let events = args.events.unwrap_or(if smoke { 100 } else { 1000 });
     let topic = match &args.topic {
         Some(topic) => valid_topic(topic)?,
-        None => format!("hb-{run_id}"),
+        None => format!("bench:hb-{run_id}"),
     };
     let rate = rate(args.rate)?;
     let concurrency = at_least_one(args.concurrency, "--concurrency")?;
@@ -475,7 +475,7 @@ mod tests {
 
     #[test]
     fn rejects_bad_topics() {
-        assert!(valid_topic("news.eu-1").is_ok());
+        assert!(valid_topic("news:eu-1").is_ok());
         assert!(valid_topic("a/b").is_err());
         assert!(valid_topic("").is_err());
     }

@@ -32,7 +32,16 @@ impl TokenMinter {
     /// A token for `sub`, valid for a day from `now_secs` (Unix time). `sub` is one of the
     /// bench's own user ids (`hb-RUN-N`), which never needs JSON escaping.
     pub fn mint(&self, sub: &str, now_secs: u64) -> String {
-        let claims = format!(r#"{{"sub":"{sub}","exp":{}}}"#, now_secs + LIFETIME_SECS);
+        self.sign(&format!(r#"{{"sub":"{sub}","exp":{}}}"#, now_secs + LIFETIME_SECS))
+    }
+
+    /// A token for `sub` whose `topics` claim lets it watch `topic` (a valid topic name, which
+    /// needs no JSON escaping).
+    pub fn mint_for_topic(&self, sub: &str, now_secs: u64, topic: &str) -> String {
+        self.sign(&format!(r#"{{"sub":"{sub}","exp":{},"topics":["{topic}"]}}"#, now_secs + LIFETIME_SECS))
+    }
+
+    fn sign(&self, claims: &str) -> String {
         let mut token = String::with_capacity(HEADER_B64.len() + claims.len() * 4 / 3 + 48);
         token.push_str(HEADER_B64);
         token.push('.');

@@ -1,10 +1,16 @@
-//! Topic names, as both the bench and the floor accept them: letters, digits, '.', '_' and
-//! '-', so that a name can sit in a URL path and a JSON string without escaping.
+//! Topic names as Herald takes them, and the floor with it: `namespace:id`, the namespace 1–32
+//! lowercase letters, digits, '_' or '-' starting with a letter, the id 1–128 letters, digits or
+//! '.', '_', ':', '-'. Such a name sits in a URL path and a JSON string without escaping.
 
 pub fn is_valid(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 200
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    let Some((ns, id)) = name.split_once(':') else { return false };
+    let ns_ok = ns.len() <= 32
+        && ns.bytes().next().is_some_and(|b| b.is_ascii_lowercase())
+        && ns.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-'));
+    let id_ok = !id.is_empty()
+        && id.len() <= 128
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
+    ns_ok && id_ok
 }
 
 #[cfg(test)]
@@ -13,9 +19,11 @@ mod tests {
 
     #[test]
     fn accepts_plain_names_only() {
-        assert!(is_valid("news.eu-1_a"));
+        assert!(is_valid("news:eu-1_a.b"));
         assert!(!is_valid(""));
-        assert!(!is_valid("a/b"));
-        assert!(!is_valid("a\"b"));
+        assert!(!is_valid("news"));
+        assert!(!is_valid("News:1"));
+        assert!(!is_valid("a:b/c"));
+        assert!(!is_valid("a:b\"c"));
     }
 }

@@ -19,8 +19,11 @@ pub enum Frame<'a> {
     Hello,
     /// `{"type":"notifications","items":[...],"more":bool}`: the backlog, oldest first.
     Backlog { items: Vec<Item<'a>>, more: bool },
-    /// `{"type":"notification","data":{...}}`, or a topic's `{"type":"event","data":{...}}`.
+    /// `{"type":"notification","data":{...}}`, or a topic's
+    /// `{"type":"event","topic","seq","event":{...,"data":{...}}}`.
     Live(Item<'a>),
+    /// `{"type":"subscribed","topic",...}`: a topic subscription is in place.
+    Subscribed,
     /// Anything else (`pong`, `read`, `error`, …): not part of what the bench measures.
     Other,
 }
@@ -28,7 +31,8 @@ pub enum Frame<'a> {
 /// One notification or topic event.
 #[derive(Debug, Deserialize)]
 pub struct Item<'a> {
-    #[serde(borrow)]
+    /// A notification's id; topic events have none (they have a seq).
+    #[serde(default, borrow)]
     pub id: Cow<'a, str>,
     #[serde(default)]
     pub data: Option<Payload>,
@@ -60,6 +64,8 @@ struct Raw<'a> {
     #[serde(default, borrow)]
     data: Option<Item<'a>>,
     #[serde(default, borrow)]
+    event: Option<Item<'a>>,
+    #[serde(default, borrow)]
     items: Option<Vec<Item<'a>>>,
     #[serde(default)]
     more: bool,
@@ -71,10 +77,15 @@ impl<'a> Frame<'a> {
         Ok(match raw.kind.as_ref() {
             "hello" => Frame::Hello,
             "notifications" => Frame::Backlog { items: raw.items.unwrap_or_default(), more: raw.more },
-            "notification" | "event" => match raw.data {
+            "notification" => match raw.data {
                 Some(item) => Frame::Live(item),
                 None => Frame::Other,
             },
+            "event" => match raw.event {
+                Some(item) => Frame::Live(item),
+                None => Frame::Other,
+            },
+            "subscribed" => Frame::Subscribed,
             _ => Frame::Other,
         })
     }
@@ -111,8 +122,14 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
 
-        let event = r#"{"type":"event","topic":"t","data":{"id":"x","data":{"t":1,"seq":0}}}"#;
-        assert!(matches!(Frame::parse(event), Ok(Frame::Live(_))));
+        let event = r#"{"type":"event","topic":"t:1","seq":3,"event":{"seq":3,"type":"bench",
+            "status":null,"progress":null,"data":{"t":1,"seq":0},"at":"2026-12-01T00:00:00.000Z"}}"#;
+        match Frame::parse(event).expect("parse") {
+            Frame::Live(item) => assert_eq!(item.stamp(), Some((0, 1))),
+            other => panic!("unexpected {other:?}"),
+        }
+        let subscribed = r#"{"type":"subscribed","topic":"t:1","state":null}"#;
+        assert!(matches!(Frame::parse(subscribed), Ok(Frame::Subscribed)));
         assert!(matches!(Frame::parse(r#"{"type":"pong"}"#), Ok(Frame::Other)));
         assert!(Frame::parse("not json").is_err());
     }

@@ -28,6 +28,9 @@ pub trait Handler {
         Flow::Continue
     }
 
+    /// A topic subscription was confirmed.
+    fn subscribed(&mut self) {}
+
     /// A frame that is not JSON or not a frame the bench knows the shape of.
     fn bad_frame(&mut self);
 }
@@ -66,6 +69,7 @@ pub async fn pump<H: Handler>(ws: &mut Ws, stop: &CancellationToken, handler: &m
                             return End::Reconnect;
                         }
                     }
+                    Ok(Frame::Subscribed) => handler.subscribed(),
                     Ok(Frame::Hello | Frame::Other) => {}
                     Err(_) => handler.bad_frame(),
                 }

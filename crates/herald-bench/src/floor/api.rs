@@ -139,10 +139,7 @@ pub async fn publish_event(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     if !crate::topic::is_valid(&topic) {
-        return Err(ApiError::Invalid {
-            index: None,
-            message: "topic names hold only letters, digits, '.', '_' and '-'".to_owned(),
-        });
+        return Err(ApiError::Invalid { index: None, message: "a topic is namespace:id (e.g. order:42)".to_owned() });
     }
     let new: NewEvent = serde_json::from_slice(&body).map_err(bad_json)?;
     if new.kind.is_empty() {

@@ -1,5 +1,6 @@
 //! One WebSocket connection to the floor: one task that sends hello and the backlog, then
-//! both writes queued frames and reads the client, until either side goes away.
+//! both writes queued frames and reads the client (`ping`, `subscribe`, `unsubscribe`), until
+//! either side goes away.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -24,11 +25,10 @@ const SLOW_CONSUMER: u16 = 4008;
 pub struct WsQuery {
     token: Option<String>,
     since: Option<String>,
-    topic: Option<String>,
 }
 
-/// `GET /ws?token=…[&since=ID][&topic=NAME]`. Any token is accepted; its `sub` claim (or the
-/// token itself, when it is not a JWT) names the user.
+/// `GET /ws?token=…[&since=ID]`. Any token is accepted; its `sub` claim (or the token itself,
+/// when it is not a JWT) names the user, and it may watch any topic.
 pub async fn upgrade(State(floor): State<Arc<Floor>>, Query(query): Query<WsQuery>, ws: WebSocketUpgrade) -> Response {
     let Some(token) = query.token.filter(|t| !t.is_empty()) else {
         return ApiError::Unauthorized.into_response();
@@ -40,50 +40,35 @@ pub async fn upgrade(State(floor): State<Arc<Floor>>, Query(query): Query<WsQuer
                 .into_response()
         }
     };
-    if query.topic.as_deref().is_some_and(|t| !crate::topic::is_valid(t)) {
-        return ApiError::Invalid {
-            index: None,
-            message: "topic names hold only letters, digits, '.', '_' and '-'".to_owned(),
-        }
-        .into_response();
-    }
     let Some(slot) = Floor::open_slot(&floor) else {
         return ApiError::AtCapacity.into_response();
     };
     let user = token::unverified_subject(&token).unwrap_or(token);
-    let topic = query.topic;
-    ws.read_buffer_size(floor.read_buffer).on_upgrade(move |socket| serve(floor, socket, user, since, topic, slot))
+    ws.read_buffer_size(floor.read_buffer).on_upgrade(move |socket| serve(floor, socket, user, since, slot))
 }
 
-async fn serve(
-    floor: Arc<Floor>,
-    mut socket: WebSocket,
-    user: String,
-    since: Option<Ulid>,
-    topic: Option<String>,
-    _slot: Slot,
-) {
+async fn serve(floor: Arc<Floor>, mut socket: WebSocket, user: String, since: Option<Ulid>, _slot: Slot) {
     let connection = floor.next_connection_id();
     let outbox = Outbox::new(floor.queue_cap);
     let backlog = floor.registry.attach_user(&user, connection, &outbox, since);
-    if let Some(topic) = &topic {
-        floor.registry.attach_topic(topic, connection, &outbox);
-    }
+    let mut topics = Vec::new();
     // An error here means the client went away or broke the protocol; either way the
     // connection is over and there is no one to tell.
-    let _ = run(&mut socket, &user, connection, backlog, &outbox).await;
+    let _ = run(&floor, &mut socket, &user, connection, backlog, &outbox, &mut topics).await;
     floor.registry.detach_user(&user, connection);
-    if let Some(topic) = &topic {
+    for topic in &topics {
         floor.registry.detach_topic(topic, connection);
     }
 }
 
 async fn run(
+    floor: &Floor,
     socket: &mut WebSocket,
     user: &str,
     connection: u64,
     backlog: Vec<Utf8Bytes>,
-    outbox: &Outbox,
+    outbox: &Arc<Outbox>,
+    topics: &mut Vec<String>,
 ) -> Result<(), axum::Error> {
     socket.feed(Message::Text(encode::hello_frame(user, connection).into())).await?;
     let backlog = encode::backlog_frame(backlog.iter().map(Utf8Bytes::as_str));
@@ -104,9 +89,29 @@ async fn run(
                 socket.flush().await?;
             }
             message = socket.recv() => match message {
-                Some(Ok(Message::Text(text))) if is_ping(text.as_str()) => {
-                    socket.send(Message::Text(Utf8Bytes::from_static(r#"{"type":"pong"}"#))).await?;
-                }
+                Some(Ok(Message::Text(text))) => match client_frame(text.as_str()) {
+                    Some(ClientFrame { kind, .. }) if kind == "ping" => {
+                        socket.send(Message::Text(Utf8Bytes::from_static(r#"{"type":"pong"}"#))).await?;
+                    }
+                    Some(ClientFrame { kind, topic: Some(topic) }) if kind == "subscribe" => {
+                        if !crate::topic::is_valid(&topic) {
+                            socket.send(Message::Text(encode::error_frame("invalid_request", "bad topic").into())).await?;
+                        } else {
+                            if !topics.iter().any(|t| *t == topic) {
+                                floor.registry.attach_topic(&topic, connection, outbox);
+                                topics.push(topic.to_string());
+                            }
+                            socket.send(Message::Text(encode::subscribed_frame(&topic).into())).await?;
+                        }
+                    }
+                    Some(ClientFrame { kind, topic: Some(topic) }) if kind == "unsubscribe" => {
+                        floor.registry.detach_topic(&topic, connection);
+                        topics.retain(|t| *t != topic);
+                    }
+                    // Other client frames (`mark_read`, …) mean nothing to a server without
+                    // storage and are ignored.
+                    _ => {}
+                },
                 Some(Ok(Message::Close(_))) | None => return Ok(()),
                 Some(Err(e)) => return Err(e),
                 Some(Ok(_)) => {}
@@ -115,13 +120,15 @@ async fn run(
     }
 }
 
-/// Whether a client frame is `{"type":"ping"}`. Other client frames (`mark_read`, …) mean
-/// nothing to a server without storage and are ignored.
-fn is_ping(text: &str) -> bool {
-    #[derive(Deserialize)]
-    struct ClientFrame<'a> {
-        #[serde(rename = "type", borrow)]
-        kind: Cow<'a, str>,
-    }
-    serde_json::from_str::<ClientFrame>(text).is_ok_and(|f| f.kind == "ping")
+/// The parts of a client frame the floor reads.
+#[derive(Deserialize)]
+struct ClientFrame<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default, borrow)]
+    topic: Option<Cow<'a, str>>,
+}
+
+fn client_frame(text: &str) -> Option<ClientFrame<'_>> {
+    serde_json::from_str(text).ok()
 }

@@ -23,14 +23,16 @@ pub struct Notification<'a> {
     pub read_at: Option<&'a str>,
 }
 
+/// A topic event as Herald streams it.
 #[derive(Serialize)]
 pub struct Event<'a> {
-    pub id: &'a str,
-    pub topic: &'a str,
+    pub seq: u64,
     #[serde(rename = "type")]
     pub kind: &'a str,
+    pub status: Option<&'a str>,
+    pub progress: Option<u8>,
     pub data: &'a RawValue,
-    pub created_at: &'a str,
+    pub at: &'a str,
 }
 
 #[derive(Serialize)]
@@ -57,9 +59,31 @@ pub fn notification_frame(json: &str) -> String {
     format!(r#"{{"type":"notification","data":{json}}}"#)
 }
 
-pub fn event_frame(topic: &str, json: &str) -> String {
-    // Topic names are validated to [A-Za-z0-9._-], which needs no escaping.
-    format!(r#"{{"type":"event","topic":"{topic}","data":{json}}}"#)
+pub fn event_frame(topic: &str, seq: u64, event: &str) -> String {
+    // Topic names are validated to namespace:id in [A-Za-z0-9._:-], which needs no escaping.
+    format!(r#"{{"type":"event","topic":"{topic}","seq":{seq},"event":{event}}}"#)
+}
+
+/// The answer to an append: `{"topic","seq"}`.
+pub fn appended(topic: &str, seq: u64) -> String {
+    format!(r#"{{"topic":"{topic}","seq":{seq}}}"#)
+}
+
+/// `{"type":"subscribed","topic",…,"state":null}`: the floor keeps no topic state.
+pub fn subscribed_frame(topic: &str) -> String {
+    format!(r#"{{"type":"subscribed","topic":"{topic}","state":null}}"#)
+}
+
+/// An error frame on a live connection.
+pub fn error_frame(code: &str, message: &str) -> String {
+    #[derive(Serialize)]
+    struct Frame<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        code: &'a str,
+        message: &'a str,
+    }
+    to_json(&Frame { kind: "error", code, message })
 }
 
 pub fn hello_frame(user_id: &str, connection: u64) -> String {
@@ -165,7 +189,10 @@ mod tests {
         });
         for frame in [
             notification_frame(&n),
-            event_frame("t", &n),
+            event_frame("t:1", 3, &n),
+            appended("t:1", 3),
+            subscribed_frame("t:1"),
+            error_frame("invalid_request", "bad \"topic\""),
             hello_frame("u\"x", 7),
             backlog_frame([n.as_str(), n.as_str()]),
             items([]),

@@ -130,19 +130,19 @@ impl Floor {
     }
 
     fn publish_event(&self, topic: &str, new: &NewEvent<'_>) -> Result<Utf8Bytes, ApiError> {
-        self.registry.publish_to_topic(topic, || {
+        self.registry.publish_to_topic(topic, |seq| {
             let id = self.next_id()?;
-            let id_text = id.to_string();
-            let created_at = encode::rfc3339(SystemTime::now());
-            let json = encode::to_json(&encode::Event {
-                id: &id_text,
-                topic,
+            let at = encode::rfc3339(SystemTime::now());
+            let event = encode::to_json(&encode::Event {
+                seq,
                 kind: &new.kind,
+                status: None,
+                progress: None,
                 data: new.data.unwrap_or(encode::empty_object()),
-                created_at: &created_at,
+                at: &at,
             });
-            let frame = encode::event_frame(topic, &json);
-            Ok(Encoded { id, json: json.into(), frame: frame.into() })
+            let frame = encode::event_frame(topic, seq, &event);
+            Ok(Encoded { id, json: encode::appended(topic, seq).into(), frame: frame.into() })
         })
     }
 }

@@ -80,7 +80,14 @@ struct User {
     recent: VecDeque<Kept>,
 }
 
-type Subscribers = Vec<(u64, Arc<Outbox>)>;
+/// A topic's subscribers, and the seq of its last event (Herald numbers each topic's events
+/// 1, 2, …; the floor forgets a topic, and restarts its numbering, when its last subscriber
+/// leaves).
+#[derive(Default)]
+struct Subscribers {
+    connections: Vec<(u64, Arc<Outbox>)>,
+    seq: u64,
+}
 
 /// A map by name, split into [`SHARDS`] separately locked parts.
 type Shards<V> = Box<[Mutex<HashMap<Box<str>, V>>]>;
@@ -144,14 +151,15 @@ impl Registry {
     }
 
     pub fn attach_topic(&self, topic: &str, connection: u64, outbox: &Arc<Outbox>) {
-        self.shard(&self.topics, topic).entry(topic.into()).or_default().push((connection, Arc::clone(outbox)));
+        let mut topics = self.shard(&self.topics, topic);
+        topics.entry(topic.into()).or_default().connections.push((connection, Arc::clone(outbox)));
     }
 
     pub fn detach_topic(&self, topic: &str, connection: u64) {
         let mut topics = self.shard(&self.topics, topic);
         let unused = topics.get_mut(topic).is_some_and(|subscribers| {
-            subscribers.retain(|(id, _)| *id != connection);
-            subscribers.is_empty()
+            subscribers.connections.retain(|(id, _)| *id != connection);
+            subscribers.connections.is_empty()
         });
         if unused {
             topics.remove(topic);
@@ -182,18 +190,19 @@ impl Registry {
         Ok(encoded.json)
     }
 
-    /// Creates an event on `topic` with `encode` and pushes it to every subscriber.
+    /// Creates an event on `topic` with `encode` (given the event's seq) and pushes it to
+    /// every subscriber.
     pub fn publish_to_topic<E>(
         &self,
         topic: &str,
-        encode: impl FnOnce() -> Result<Encoded, E>,
+        encode: impl FnOnce(u64) -> Result<Encoded, E>,
     ) -> Result<Utf8Bytes, E> {
-        let topics = self.shard(&self.topics, topic);
-        let encoded = encode()?;
-        if let Some(subscribers) = topics.get(topic) {
-            for (_, outbox) in subscribers {
-                outbox.push(encoded.frame.clone());
-            }
+        let mut topics = self.shard(&self.topics, topic);
+        let Some(subscribers) = topics.get_mut(topic) else { return encode(1).map(|e| e.json) };
+        subscribers.seq += 1;
+        let encoded = encode(subscribers.seq)?;
+        for (_, outbox) in &subscribers.connections {
+            outbox.push(encoded.frame.clone());
         }
         Ok(encoded.json)
     }

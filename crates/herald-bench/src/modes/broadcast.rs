@@ -1,12 +1,13 @@
 //! Broadcast mode: S subscribers on one topic, M events published to it; every subscriber
 //! must receive every event exactly once.
 //!
-//! Herald has no topics yet. The client speaks this assumed protocol, which the floor server
-//! implements, until the topics issue defines the real one:
-//! - subscribe: `GET /ws?token=JWT&topic=NAME`, then hello and a `notifications` frame as for
-//!   any connection;
-//! - publish: `POST /api/v1/topics/{name}/events` with `{"type","data"}` → 201 with the event;
-//! - receive: `{"type":"event","topic":NAME,"data":{"id",…,"data":{…}}}`.
+//! Herald's topic protocol, which the floor speaks too:
+//! - subscribe: `GET /ws?token=JWT` (the token's `topics` claim grants the topic), then
+//!   `{"type":"subscribe","topic":NAME}` → `{"type":"subscribed","topic",…}`;
+//! - publish: `POST /api/v1/topics/{name}/events` with `{"type","data"}` → 201 `{"seq"}`;
+//! - receive: `{"type":"event","topic":NAME,"seq":N,"event":{…,"data":{"t","seq"}}}`.
+//!
+//! Publishing starts only once every connected subscriber's `subscribed` has arrived.
 
 use std::fmt::Write as _;
 use std::ops::Range;
@@ -14,7 +15,9 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::BytesMut;
+use futures_util::SinkExt;
 use hyper::Uri;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 use super::fleet::{self, ShareContext};
@@ -43,6 +46,8 @@ struct Topic {
     delivered: AtomicU64,
     /// Subscribers that have received every event.
     complete: AtomicU64,
+    /// Subscribers whose subscription is confirmed.
+    subscribed: AtomicU64,
     /// Per event, the subscribers that never received it; filled in as sessions end.
     missing: Box<[AtomicU32]>,
 }
@@ -98,6 +103,10 @@ impl Handler for Subscriber {
         }
     }
 
+    fn subscribed(&mut self) {
+        self.topic.subscribed.fetch_add(1, Ordering::Relaxed);
+    }
+
     fn bad_frame(&mut self) {
         self.counts.bad_frames += 1;
     }
@@ -110,16 +119,19 @@ pub async fn run(ctx: &Arc<ShareContext>, job: &Job<'_>, control: &mut Control) 
         last_delivery_us: AtomicU64::new(0),
         delivered: AtomicU64::new(0),
         complete: AtomicU64::new(0),
+        subscribed: AtomicU64::new(0),
         missing: (0..job.events).map(|_| AtomicU32::new(0)).collect(),
     });
     let stop = CancellationToken::new();
     let (session_stop, session_topic) = (stop.clone(), Arc::clone(&topic));
-    let extra = format!("&topic={}", job.topic);
-    let (fleet, connects) = fleet::launch(ctx, &extra, move |local, mut ws| {
+    let subscribe: Arc<str> = format!(r#"{{"type":"subscribe","topic":"{}"}}"#, job.topic).into();
+    let (fleet, connects) = fleet::launch(ctx, "", move |local, mut ws| {
         let stop = session_stop.clone();
         let mut subscriber = Subscriber::new(local, Arc::clone(&session_topic));
+        let subscribe = Arc::clone(&subscribe);
         async move {
-            if session::pump(&mut ws, &stop, &mut subscriber).await == End::Lost {
+            let sent = ws.send(Message::text(subscribe.as_ref())).await;
+            if sent.is_err() || session::pump(&mut ws, &stop, &mut subscriber).await == End::Lost {
                 subscriber.counts.dropped += 1;
             }
             subscriber.settle();
@@ -127,6 +139,19 @@ pub async fn run(ctx: &Arc<ShareContext>, job: &Job<'_>, control: &mut Control) 
         }
     })
     .await;
+    // Every connected subscriber must be subscribed before the first event, or it would miss some.
+    let accepted = connects.accepted;
+    super::drain(
+        || topic.subscribed.load(Ordering::Relaxed) >= accepted,
+        || topic.subscribed.load(Ordering::Relaxed),
+        ctx.plan.connect_timeout(),
+    )
+    .await;
+    let subscribed = topic.subscribed.load(Ordering::Relaxed);
+    if subscribed < accepted {
+        ctx.note_error(format!("only {subscribed} of {accepted} subscriptions were confirmed"));
+    }
+    ctx.progress(&format!("{subscribed} of {accepted} subscribed to {}", job.topic));
     control.ready().await?;
     control.wait_go().await?;
 

@@ -43,7 +43,13 @@ impl ShareContext {
     /// The `/ws` query for local user `local`: a fresh token, then `extra` (e.g. `&since=…`).
     pub fn query(&self, local: u32, extra: &str) -> String {
         let user = self.plan.user_id(self.global(local));
-        let token = self.minter.mint(&user, clock::unix_secs());
+        // A broadcast subscriber's token must grant its topic: Herald checks the `topics` claim.
+        let token = match &self.plan.mode {
+            crate::plan::ModePlan::Broadcast { topic, .. } => {
+                self.minter.mint_for_topic(&user, clock::unix_secs(), topic)
+            }
+            _ => self.minter.mint(&user, clock::unix_secs()),
+        };
         format!("token={token}{extra}")
     }
 
