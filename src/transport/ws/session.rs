@@ -22,7 +22,6 @@ use crate::hub::{Encoding, Permit, Registration, Sink};
 use crate::protocol::{self, ClientFrame};
 use crate::state::AppState;
 use crate::store::Since;
-use crate::telemetry::metrics;
 use crate::topics::namespace::MAX_HISTORY_EVENTS;
 use crate::topics::TopicName;
 use tokio_util::task::task_tracker::TaskTrackerToken;
@@ -168,11 +167,7 @@ impl Session {
             Flow::Continue => {}
             other => return other,
         }
-        let m = metrics();
-        m.frames_sent.increment(frames.len() as u64);
-        for at in frames.iter().filter_map(|f| f.received_at) {
-            m.publish_to_push.record(at.elapsed().as_secs_f64());
-        }
+        super::socket::record_written(&frames);
         self.state.store.mark_delivered(&self.user.id, &delivered);
         Flow::Continue
     }

@@ -2,6 +2,8 @@
 //! read errors are told apart.
 
 use std::collections::VecDeque;
+use std::future::Future;
+use std::task::Poll;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
@@ -24,8 +26,9 @@ pub enum Flow {
 }
 
 /// Writes frames as one batch: fed into the socket's write buffer and flushed once, so a burst becomes a
-/// few large writes. The write is raced against the outbox closing, so a slow consumer is cut off even while
-/// its socket is full.
+/// few large writes. A write that does not finish at once is raced against the outbox closing (so a slow
+/// consumer is cut off even while its socket is full) and bounded by [`WRITE_TIMEOUT`]; one that does (the
+/// usual case) arms no timer, which a profile of a 10,000-subscriber broadcast showed to matter.
 pub async fn write_batch(socket: &mut WebSocket, frames: &VecDeque<Frame>, outbox: &Outbox) -> Flow {
     let write = async {
         for frame in frames {
@@ -33,12 +36,31 @@ pub async fn write_batch(socket: &mut WebSocket, frames: &VecDeque<Frame>, outbo
         }
         socket.flush().await
     };
-    tokio::select! {
-        result = tokio::time::timeout(WRITE_TIMEOUT, write) => match result {
-            Ok(Ok(())) => Flow::Continue,
-            Ok(Err(_)) | Err(_) => Flow::End,
+    let mut write = std::pin::pin!(write);
+    let first = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
+    let result = match first {
+        Poll::Ready(result) => result,
+        Poll::Pending => tokio::select! {
+            result = tokio::time::timeout(WRITE_TIMEOUT, &mut write) => match result {
+                Ok(result) => result,
+                Err(_) => return Flow::End,
+            },
+            () = outbox.closing() => return Flow::Close(outbox.take().1.unwrap_or(CloseReason::SlowConsumer)),
         },
-        () = outbox.closing() => Flow::Close(outbox.take().1.unwrap_or(CloseReason::SlowConsumer)),
+    };
+    match result {
+        Ok(()) => Flow::Continue,
+        Err(_) => Flow::End,
+    }
+}
+
+/// Records what a written batch says about delivery latency and counts its frames: one latency sample per
+/// batch (its oldest frame's), so the metric costs one clock read per write, not one per frame.
+pub fn record_written(frames: &VecDeque<Frame>) {
+    let m = crate::telemetry::metrics();
+    m.frames_sent.increment(frames.len() as u64);
+    if let Some(at) = frames.iter().find_map(|f| f.received_at) {
+        m.publish_to_push.record(at.elapsed().as_secs_f64());
     }
 }
 

@@ -246,11 +246,7 @@ impl TopicSession {
             Flow::Continue => {}
             other => return other,
         }
-        let m = crate::telemetry::metrics();
-        m.frames_sent.increment(frames.len() as u64);
-        for at in frames.iter().filter_map(|f| f.received_at) {
-            m.publish_to_push.record(at.elapsed().as_secs_f64());
-        }
+        super::socket::record_written(&frames);
         Flow::Continue
     }
 

@@ -4,8 +4,6 @@
 //! is missed; live frames up to the recovery's seq are then skipped, so nothing is sent twice. Frames for a
 //! topic the connection no longer watches are dropped.
 
-use std::collections::HashMap;
-
 use bytes::Bytes;
 
 use crate::config::topics::RouteAlias;
@@ -18,19 +16,26 @@ use crate::store::topics::Recovery;
 use crate::topics::TopicName;
 
 struct Watched {
+    topic: TopicName,
     _subscription: TopicSubscription,
     /// The newest seq sent (or deliberately skipped) on this connection.
     high: u64,
 }
 
+/// A short list, searched by comparing names: a connection watches at most `max_per_connection` topics
+/// (64 by default), and every live frame is looked up here, so a scan of a few names beats hashing one.
 #[derive(Default)]
 pub struct Watching {
-    topics: HashMap<TopicName, Watched>,
+    topics: Vec<Watched>,
 }
 
 impl Watching {
+    fn find(&mut self, topic: &TopicName) -> Option<&mut Watched> {
+        self.topics.iter_mut().find(|w| w.topic == *topic)
+    }
+
     pub fn contains(&self, topic: &TopicName) -> bool {
-        self.topics.contains_key(topic)
+        self.topics.iter().any(|w| w.topic == *topic)
     }
 
     pub fn len(&self) -> usize {
@@ -39,23 +44,25 @@ impl Watching {
 
     pub fn add(&mut self, subscription: TopicSubscription) {
         let topic = subscription.topic().clone();
-        self.topics.insert(topic, Watched { _subscription: subscription, high: 0 });
+        self.topics.push(Watched { topic, _subscription: subscription, high: 0 });
     }
 
     /// Sets where live frames take over, once the recovery has been sent.
     pub fn started(&mut self, topic: &TopicName, high: u64) {
-        if let Some(w) = self.topics.get_mut(topic) {
+        if let Some(w) = self.find(topic) {
             w.high = high;
         }
     }
 
     pub fn remove(&mut self, topic: &TopicName) -> bool {
-        self.topics.remove(topic).is_some()
+        let before = self.topics.len();
+        self.topics.retain(|w| w.topic != *topic);
+        self.topics.len() != before
     }
 
     /// Whether a live frame goes out: its topic is watched and it is newer than what was sent.
     pub fn admit(&mut self, mark: &TopicMark) -> bool {
-        match self.topics.get_mut(&mark.topic) {
+        match self.find(&mark.topic) {
             Some(w) if mark.seq > w.high => {
                 w.high = mark.seq;
                 true
