@@ -100,7 +100,10 @@ impl TopicHub {
     fn unsubscribe(&self, topic: &TopicName, id: u64) {
         let mut shard = self.shard(topic);
         if let Entry::Occupied(mut e) = shard.entry(topic.clone()) {
-            Arc::make_mut(e.get_mut()).retain(|s| s.id != id);
+            // Order among a topic's subscribers does not matter: find it, then swap the last one in.
+            if let Some(at) = e.get().iter().position(|s| s.id == id) {
+                Arc::make_mut(e.get_mut()).swap_remove(at);
+            }
             if e.get().is_empty() {
                 e.remove();
                 let topics = self.topics.fetch_sub(1, Ordering::Relaxed) - 1;
