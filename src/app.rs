@@ -17,6 +17,7 @@ use crate::config::{DatabaseUrl, Settings};
 use crate::error::CloseReason;
 use crate::hub::{Capacity, Hub};
 use crate::ingest::amqp::Consumers;
+use crate::mirror::RedisMirror;
 use crate::state::{AppState, Shared};
 use crate::store::sqlite::{Options, Sqlite, SqliteTopics};
 use crate::store::topics::TopicStore;
@@ -27,6 +28,10 @@ const FEED_CAPACITY: usize = 1024;
 
 /// Backlogs read and sent at once; see `Shared::backlogs`. 64 × 2 × 1 MiB bounds them to 128 MiB.
 const BACKLOGS_AT_ONCE: usize = 64;
+
+/// The most a stop waits for the Redis mirror to write what is pending (less if `shutdown_timeout` is
+/// less): the copy is auxiliary, and a Redis that is down must not hold the exit up for long.
+const MIRROR_FLUSH: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The accept queue: a burst of thousands of reconnecting clients must not overflow it (tokio's default is
 /// 1024, and a dropped SYN costs a client a one-second retransmit). The kernel caps it at somaxconn.
@@ -70,6 +75,17 @@ impl Application {
         };
         let pump = tokio::spawn(broker::pump(feed_rx, broker.clone()));
         let namespaces = Arc::new(settings.topics.namespaces.clone());
+        // Connects in the background: an unreachable Redis does not fail the start.
+        let mirror = match &settings.redis_url {
+            Some(url) => {
+                tracing::info!(
+                    url = crate::config::amqp::redact_url(url.expose()),
+                    "mirroring topic statuses to Redis"
+                );
+                Some(Arc::new(RedisMirror::start(url).context("starting the Redis mirror")?))
+            }
+            None => None,
+        };
         let (topic_feed, topic_feed_rx) = mpsc::channel(FEED_CAPACITY);
         let topics: Arc<dyn TopicStore> = match &settings.database {
             DatabaseUrl::Sqlite(path) => {
@@ -79,14 +95,14 @@ impl Application {
                         &path,
                         settings.sqlite_synchronous,
                         settings.sqlite_busy_timeout,
-                        namespaces,
+                        namespaces.clone(),
                         topic_feed,
                     )
                     .with_context(|| format!("opening the SQLite topic store at {}", path.display()))?,
                 )
             }
         };
-        let topic_pump = tokio::spawn(broker::topic_pump(topic_feed_rx, broker.clone()));
+        let topic_pump = tokio::spawn(broker::topic_pump(topic_feed_rx, broker.clone(), mirror.clone(), namespaces));
 
         let auth = Authenticator::new(&settings.auth).context("setting up token verification")?;
         let listener = bind(settings.listen).with_context(|| format!("binding {}", settings.listen))?;
@@ -106,6 +122,7 @@ impl Application {
             hub,
             broker,
             amqp,
+            mirror,
             auth: Arc::new(auth),
             ws: Arc::new(settings.ws.clone()),
             max_body_bytes: settings.max_body_bytes,
@@ -125,7 +142,8 @@ impl Application {
     /// 1. stop accepting, and let in-flight HTTP requests (and so their commits) finish;
     /// 2. close every live connection with 1001 "going away" and wait for their tasks;
     /// 3. stop the AMQP consumers (each settles the group it holds; the rest stays queued in the broker);
-    /// 4. let the store finish every accepted write, then stop the fanout.
+    /// 4. let the store finish every accepted write, then stop the fanout;
+    /// 5. give the Redis mirror a bounded time to write the statuses still pending.
     pub async fn run_until_stopped(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -137,6 +155,7 @@ impl Application {
         let topics = state.topics.clone();
         let connections = state.connections.clone();
         let amqp = state.amqp.clone();
+        let mirror = state.mirror.clone();
 
         let router = crate::transport::http::routes(state);
         let signal = {
@@ -181,6 +200,10 @@ impl Application {
         // rest.
         for pump in pumps {
             let _ = pump.await;
+        }
+        // The topic pump has made its last offer: what is pending now is all there will be.
+        if let Some(mirror) = &mirror {
+            mirror.shutdown(settings.shutdown_timeout.min(MIRROR_FLUSH)).await;
         }
         tracing::info!("stopped");
         Ok(())

@@ -13,6 +13,7 @@ pub mod domain;
 pub mod error;
 pub mod hub;
 pub mod ingest;
+pub mod mirror;
 pub mod protocol;
 pub mod state;
 pub mod store;

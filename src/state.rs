@@ -12,6 +12,7 @@ use crate::broker::Broker;
 use crate::config::{TopicSettings, WsSettings};
 use crate::hub::Hub;
 use crate::ingest::amqp::Consumers;
+use crate::mirror::RedisMirror;
 use crate::store::topics::TopicStore;
 use crate::store::Store;
 use crate::topics::TopicName;
@@ -43,6 +44,8 @@ pub struct Shared {
     pub broker: Arc<dyn Broker>,
     /// The RabbitMQ consumers, when a broker is configured.
     pub amqp: Option<Arc<Consumers>>,
+    /// The copy of topic statuses in Redis, when Redis is configured.
+    pub mirror: Option<Arc<RedisMirror>>,
     pub auth: Arc<Authenticator>,
     pub ws: Arc<WsSettings>,
     pub max_body_bytes: usize,

@@ -18,6 +18,10 @@ pub struct Metrics {
     pub publish_to_push: Histogram,
     pub slow_consumer_closes: Counter,
     pub connections_refused: Counter,
+    pub redis_mirror_writes: Counter,
+    pub redis_mirror_errors: Counter,
+    pub redis_mirror_dropped: Counter,
+    pub redis_mirror_pending: Gauge,
 }
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -32,6 +36,10 @@ pub fn metrics() -> &'static Metrics {
         publish_to_push: metrics::histogram!("herald_publish_to_push_seconds"),
         slow_consumer_closes: metrics::counter!("herald_slow_consumer_closes_total"),
         connections_refused: metrics::counter!("herald_connections_refused_total"),
+        redis_mirror_writes: metrics::counter!("herald_redis_mirror_writes_total"),
+        redis_mirror_errors: metrics::counter!("herald_redis_mirror_errors_total"),
+        redis_mirror_dropped: metrics::counter!("herald_redis_mirror_dropped_total"),
+        redis_mirror_pending: metrics::gauge!("herald_redis_mirror_pending"),
     })
 }
 
@@ -106,6 +114,16 @@ fn describe() {
         Unit::Seconds,
         "From a message's arrival to its ack (committed, or moved to a delay or dead-letter queue)."
     );
+    describe_counter!("herald_redis_mirror_writes_total", "Topic statuses written to Redis (one per SET).");
+    describe_counter!(
+        "herald_redis_mirror_errors_total",
+        "Failed round trips to Redis (connects, writes, pings); each is retried after a backoff."
+    );
+    describe_counter!(
+        "herald_redis_mirror_dropped_total",
+        "Topic statuses not mirrored because the queue for Redis was full."
+    );
+    describe_gauge!("herald_redis_mirror_pending", "Topic statuses waiting to be written to Redis.");
     describe_gauge!("herald_amqp_consumer_state", "1 for each consumer's current state (connecting, consuming, down).");
 }
 

@@ -15,7 +15,8 @@ use tokio::sync::mpsc;
 pub use memory::Memory;
 
 use crate::domain::InboxEvent;
-use crate::topics::SharedChange;
+use crate::mirror::RedisMirror;
+use crate::topics::{Namespaces, SharedChange};
 
 #[derive(Debug, Error)]
 pub enum BrokerError {
@@ -55,8 +56,19 @@ pub async fn pump(mut feed: mpsc::Receiver<Vec<InboxEvent>>, broker: Arc<dyn Bro
 
 /// Moves committed topic events from the topic store's feed to the broker, in commit order. Ends when the
 /// topic store closes its feed.
-pub async fn topic_pump(mut feed: mpsc::Receiver<Vec<SharedChange>>, broker: Arc<dyn Broker>) {
+///
+/// The statuses go to the Redis mirror here, on the node that committed them (a broker delivers them to
+/// every node; only one must write each), and before the fanout: `offer` only queues, it never waits.
+pub async fn topic_pump(
+    mut feed: mpsc::Receiver<Vec<SharedChange>>,
+    broker: Arc<dyn Broker>,
+    mirror: Option<Arc<RedisMirror>>,
+    namespaces: Arc<Namespaces>,
+) {
     while let Some(changes) = feed.recv().await {
+        if let Some(mirror) = &mirror {
+            mirror.offer(&changes, &namespaces);
+        }
         if let Err(e) = broker.publish_topics(changes).await {
             // Subscribers recover what they miss by subscribing again with `since`.
             tracing::error!(error = %e, "could not publish committed topic events");

@@ -57,6 +57,7 @@ pub struct Layer {
     pub sqlite_busy_timeout_ms: Option<u64>,
     pub shutdown_timeout_ms: Option<u64>,
     pub statsd_addr: Option<String>,
+    pub redis_url: Option<String>,
     pub amqp: Option<amqp::AmqpLayer>,
     pub topics: Option<topics::TopicsLayer>,
 }
@@ -91,6 +92,7 @@ const VARIABLES: &[(&str, &str)] = &[
     ("sqlite_busy_timeout_ms", "HERALD_SQLITE_BUSY_TIMEOUT_MS"),
     ("shutdown_timeout_ms", "HERALD_SHUTDOWN_TIMEOUT_MS"),
     ("statsd_addr", "HERALD_STATSD_ADDR"),
+    ("redis_url", "HERALD_REDIS_URL"),
     ("amqp.url", "HERALD_AMQP_URL"),
 ];
 
@@ -159,6 +161,7 @@ impl Layer {
             "sqlite_busy_timeout_ms" => self.sqlite_busy_timeout_ms = Some(number(key, value)?),
             "shutdown_timeout_ms" => self.shutdown_timeout_ms = Some(number(key, value)?),
             "statsd_addr" => self.statsd_addr = text,
+            "redis_url" => self.redis_url = text,
             "amqp.url" => self.amqp.get_or_insert_with(Default::default).url = text,
             _ => return Err(invalid(key, "not a configuration key")),
         }
@@ -189,6 +192,7 @@ impl Layer {
             sqlite_busy_timeout_ms: self.sqlite_busy_timeout_ms.or(lower.sqlite_busy_timeout_ms),
             shutdown_timeout_ms: self.shutdown_timeout_ms.or(lower.shutdown_timeout_ms),
             statsd_addr: self.statsd_addr.or(lower.statsd_addr),
+            redis_url: self.redis_url.or(lower.redis_url),
             amqp: match (self.amqp, lower.amqp) {
                 (Some(upper), Some(lower)) => Some(amqp::AmqpLayer {
                     url: upper.url.or(lower.url),
@@ -268,6 +272,9 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     /// Where to send the metrics as DogStatsD too, besides `/metrics`.
     pub statsd_addr: Option<SocketAddr>,
+    /// Where topic statuses are mirrored (`SET <key> <status> EX <ttl>`); `None`: nowhere. It may hold a
+    /// password: log it only through [`amqp::redact_url`].
+    pub redis_url: Option<Secret>,
     /// `None`: no RabbitMQ consumer runs.
     pub amqp: Option<AmqpSettings>,
     pub topics: TopicSettings,
@@ -344,6 +351,11 @@ impl Settings {
                 invalid("statsd_addr", format!("expected an address like 127.0.0.1:8125, got {text:?}"))
             })?),
         };
+        let redis_url = match layer.redis_url {
+            None => None,
+            Some(url) if url.is_empty() => None,
+            Some(url) => Some(parse_redis_url(url)?),
+        };
         let amqp = amqp::resolve(layer.amqp.unwrap_or_default())?;
         let topics = topics::resolve(layer.topics.unwrap_or_default())?;
         Ok(Settings {
@@ -371,6 +383,7 @@ impl Settings {
             max_connections: layer.max_connections,
             shutdown_timeout: Duration::from_millis(layer.shutdown_timeout_ms.unwrap_or(10_000)),
             statsd_addr,
+            redis_url,
             amqp,
             topics,
         })
@@ -432,6 +445,28 @@ fn parse_database_url(url: &str) -> Result<DatabaseUrl, ConfigError> {
     Err(invalid("database_url", format!("unsupported scheme {scheme:?}: this build stores in SQLite (sqlite://PATH)")))
 }
 
+/// A `redis://` URL, checked the way the client will read it. Messages never repeat the URL: it may hold a
+/// password.
+fn parse_redis_url(url: String) -> Result<Secret, ConfigError> {
+    let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
+    match scheme {
+        "redis" => {}
+        "rediss" => {
+            return Err(invalid(
+                "redis_url",
+                "rediss:// (TLS) is not supported: this build has no TLS for Redis; use redis:// (over a \
+                 private network or a TLS tunnel)",
+            ))
+        }
+        _ => return Err(invalid("redis_url", "expected a URL like redis://[:PASSWORD@]HOST[:PORT][/DB]")),
+    }
+    if let Err(e) = redis::Client::open(url.as_str()) {
+        // The client's messages name what is wrong (host, database number), not the URL's parts.
+        return Err(invalid("redis_url", format!("not a valid Redis URL: {e}")));
+    }
+    Ok(Secret::new(url))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -486,6 +521,23 @@ mod tests {
     fn unknown_file_key_is_named() {
         let err = toml::from_str::<Layer>("listne = \"x\"").unwrap_err();
         assert!(err.to_string().contains("listne"));
+    }
+
+    #[test]
+    fn redis_url_is_checked_and_never_shown() {
+        let resolve = |url: &str| Settings::resolve(Layer { redis_url: Some(url.into()), ..Layer::default() });
+        let s = resolve("redis://:hunter2-pw@127.0.0.1:6379/1").unwrap();
+        assert_eq!(s.redis_url.as_ref().map(Secret::expose), Some("redis://:hunter2-pw@127.0.0.1:6379/1"));
+        assert!(!format!("{s:?}").contains("hunter2-pw"));
+        assert!(resolve("").unwrap().redis_url.is_none());
+        let tls = resolve("rediss://:hunter2-pw@host").unwrap_err().to_string();
+        assert!(tls.contains("HERALD_REDIS_URL") && tls.contains("TLS") && !tls.contains("hunter2"), "{tls}");
+        for bad in ["http://host", "127.0.0.1:6379", "redis://:hunter2-pw@host/x"] {
+            let err = resolve(bad).unwrap_err().to_string();
+            assert!(err.contains("redis_url") && !err.contains("hunter2"), "{bad}: {err}");
+        }
+        let env = Layer::from_env(env(&[("HERALD_REDIS_URL", "redis://127.0.0.1")])).unwrap();
+        assert_eq!(env.redis_url.as_deref(), Some("redis://127.0.0.1"));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! order-streaming design's own URLs.
 
 mod publish;
+mod redis;
 mod streams;
 
 use std::path::Path;
