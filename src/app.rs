@@ -119,6 +119,7 @@ impl Application {
             store,
             topics,
             topic_settings: Arc::new(settings.topics.clone()),
+            graphql: crate::transport::graphql::schema::builder().finish(),
             hub,
             broker,
             amqp,

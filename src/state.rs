@@ -40,6 +40,8 @@ pub struct Shared {
     /// Topic state and history (a file of its own beside the inbox's, with SQLite).
     pub topics: Arc<dyn TopicStore>,
     pub topic_settings: Arc<TopicSettings>,
+    /// The GraphQL schema (its resolvers get this state per request).
+    pub graphql: crate::transport::graphql::HeraldSchema,
     pub hub: Arc<Hub>,
     pub broker: Arc<dyn Broker>,
     /// The RabbitMQ consumers, when a broker is configured.

@@ -30,6 +30,8 @@ enum Command {
     Token(TokenArgs),
     /// Inspect, replay or purge the RabbitMQ dead-letter queues (needs the AMQP URL, as for serve).
     Dlq(DlqArgs),
+    /// Print the GraphQL schema (SDL) served at /graphql.
+    GraphqlSchema,
 }
 
 #[derive(Args)]
@@ -132,6 +134,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve(args).await,
         Command::Token(args) => token(args),
         Command::Dlq(args) => dlq::run(settings(&args.config, Layer::default())?, args.action.into()).await,
+        Command::GraphqlSchema => {
+            print!("{}", crate::transport::graphql::sdl());
+            Ok(())
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use std::sync::Arc;
 pub use capacity::{Capacity, Permit};
 pub use outbox::{Frame, Outbox, Push};
 pub use registry::{Connection, Registration, Registry};
-pub use topics::{Encoding, Sink, TopicHub, TopicSubscription};
+pub use topics::{Encoding, Lagged, Sink, TopicHub, TopicSubscription};
 
 use crate::domain::InboxEvent;
 

@@ -41,7 +41,33 @@ pub enum Sink {
     Outbox { connection: Arc<Connection>, encoding: Encoding },
     /// The changes themselves, for a consumer that renders them its own way (a GraphQL subscription). A
     /// full channel marks it lagged and it gets nothing more: its reader ends the stream.
-    Channel { tx: mpsc::Sender<SharedChange>, lagged: Arc<AtomicBool> },
+    Channel { tx: mpsc::Sender<SharedChange>, lagged: Arc<Lagged> },
+}
+
+/// Set (and signalled) when a channel subscriber fell behind; it is sent nothing after.
+#[derive(Default)]
+pub struct Lagged {
+    flag: AtomicBool,
+    signal: tokio::sync::Notify,
+}
+
+impl Lagged {
+    pub fn is_set(&self) -> bool {
+        self.flag.load(Ordering::Acquire)
+    }
+
+    fn set(&self) {
+        self.flag.store(true, Ordering::Release);
+        // `notify_one` keeps a permit when nobody waits yet, so the reader cannot miss it.
+        self.signal.notify_one();
+    }
+
+    /// Resolves once the subscriber is lagged.
+    pub async fn wait(&self) {
+        while !self.is_set() {
+            self.signal.notified().await;
+        }
+    }
 }
 
 struct Subscriber {
@@ -151,12 +177,12 @@ impl TopicHub {
                         }
                     }
                     Sink::Channel { tx, lagged } => {
-                        if lagged.load(Ordering::Relaxed) {
+                        if lagged.is_set() {
                             continue;
                         }
                         match tx.try_send(change.clone()) {
                             Ok(()) => delivered += 1,
-                            Err(mpsc::error::TrySendError::Full(_)) => lagged.store(true, Ordering::Relaxed),
+                            Err(mpsc::error::TrySendError::Full(_)) => lagged.set(),
                             Err(mpsc::error::TrySendError::Closed(_)) => {}
                         }
                     }
@@ -264,10 +290,10 @@ mod tests {
         let hub = Arc::new(TopicHub::default());
         let t = TopicName::parse("intent:1").unwrap();
         let (tx, mut rx) = mpsc::channel(1);
-        let lagged = Arc::new(AtomicBool::new(false));
+        let lagged = Arc::new(Lagged::default());
         let _s = hub.subscribe(t.clone(), Sink::Channel { tx, lagged: lagged.clone() });
         hub.dispatch(&[change(&t, 1), change(&t, 2), change(&t, 3)]);
-        assert!(lagged.load(Ordering::Relaxed));
+        assert!(lagged.is_set());
         assert_eq!(rx.try_recv().map(|c| c.event.seq).ok(), Some(1));
         assert!(rx.try_recv().is_err());
     }

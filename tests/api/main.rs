@@ -10,6 +10,7 @@ mod auth;
 mod bad_input;
 mod config;
 mod fanout;
+mod graphql;
 mod idempotency;
 mod jwt_public_key;
 mod keepalive;

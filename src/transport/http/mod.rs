@@ -1,7 +1,7 @@
 //! The HTTP transport: routes, the access log, and the JSON error for routes that do not exist.
 
 pub mod extract;
-mod inbox;
+pub mod inbox;
 mod system;
 pub mod topics;
 
@@ -31,6 +31,7 @@ pub fn routes(state: AppState) -> Router {
         .route("/api/v1/topics/events/batch", post(ingest::topics::publish_batch))
         .route("/api/v1/topics/{topic}/events", post(ingest::topics::publish).get(topics::history))
         .route("/api/v1/topics/{topic}", get(topics::get_state))
+        .route("/graphql", post(super::graphql::post).get(super::graphql::get))
         .route("/ws", get(super::ws::upgrade))
         .route("/ws/topics/{topic}", get(super::ws::topic_socket::upgrade));
     let router = aliases(router, &state);
