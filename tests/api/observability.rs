@@ -57,6 +57,11 @@ async fn the_openapi_document_describes_the_rest_api() {
         "/api/v1/notifications/unread-count",
         "/api/v1/notifications/{id}/read",
         "/api/v1/notifications/read-all",
+        "/api/v1/topics/{topic}/events",
+        "/api/v1/topics/events/batch",
+        "/api/v1/topics/{topic}",
+        "/ws/topics/{topic}",
+        "/graphql",
     ] {
         assert!(paths.contains_key(path), "{path} is not documented; paths: {:?}", paths.keys());
     }

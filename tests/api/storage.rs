@@ -11,6 +11,8 @@ fn sqlite_files(dir: &Path) -> Vec<PathBuf> {
     entries
         .map(|entry| entry.unwrap().path())
         .filter(|path| std::fs::read(path).is_ok_and(|bytes| bytes.starts_with(b"SQLite format 3\0")))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
         .collect()
 }
 
@@ -26,9 +28,17 @@ async fn by_default_the_inbox_lives_in_a_wal_sqlite_file_under_the_data_dir() {
     let mut app = TestApp::spawn().await;
     let published = app.notify_many("alice", "n", 3).await;
 
+    // The inbox's file, and beside it the topics' (their own file, with their own writer).
     let databases = sqlite_files(app.data_dir.path());
-    assert_eq!(databases.len(), 1, "expected one SQLite database in the data dir, found {databases:?}");
-    assert!(is_wal(&databases[0]), "{} is not in WAL mode", databases[0].display());
+    let dir = app.data_dir.path();
+    assert_eq!(
+        databases,
+        vec![dir.join("herald.db"), dir.join("herald.topics.db")],
+        "the SQLite files in the data dir"
+    );
+    for database in &databases {
+        assert!(is_wal(database), "{} is not in WAL mode", database.display());
+    }
 
     app.restart().await;
     let stored = app.whole_inbox("alice").await;
@@ -46,7 +56,7 @@ async fn the_database_url_puts_the_database_elsewhere() {
     .await;
     let n = app.notify("alice", "t", "stored elsewhere").await;
 
-    assert_eq!(sqlite_files(elsewhere.path()), vec![database.clone()]);
+    assert_eq!(sqlite_files(elsewhere.path()), vec![database.clone(), elsewhere.path().join("custom.topics.db")]);
     assert!(sqlite_files(app.data_dir.path()).is_empty(), "a database was also made in the data dir");
 
     app.restart().await;
