@@ -85,3 +85,23 @@ async fn the_frame_limit_is_configurable() {
 
     assert_eq!(tab.expect_close().await.0, 1009);
 }
+
+#[tokio::test]
+async fn frames_sent_before_the_backlog_are_answered_after_it() {
+    let app = TestApp::spawn().await;
+    let n = app.notify("alice", "deal", "waiting").await;
+    // The client does not wait for hello: it marks the notification read and pings at once.
+    let url = app.ws_url(&format!("?token={}", app.token("alice")));
+    let mut tab = crate::helpers::WsClient::try_connect_raw(&url).await.expect("upgrade");
+    tab.send_json(&json!({ "type": "mark_read", "ids": [id(&n)] })).await;
+    tab.send_json(&json!({ "type": "ping" })).await;
+
+    let hello = tab.next_json().await;
+    assert_eq!((hello["type"].as_str(), hello["unread_count"].as_u64()), (Some("hello"), Some(1)), "{hello}");
+    assert_eq!(tab.next_json().await["type"], "notifications");
+    // The pong is the connection's own answer; the read comes back through the hub, so either may be first.
+    let mut answers = vec![tab.next_json().await, tab.next_json().await];
+    answers.sort_by_key(|frame| frame["type"].as_str().map(str::to_owned));
+    assert_eq!(answers, [json!({ "type": "pong" }), json!({ "type": "read", "ids": [id(&n)] })]);
+    assert_eq!(app.unread_count("alice").await, 0);
+}

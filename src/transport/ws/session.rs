@@ -81,8 +81,16 @@ impl Session {
             Box::pin(self.close(CloseReason::GoingAway)).await;
             return;
         }
+        let early = super::socket::read_early(&mut self.socket);
         let flow = match Box::pin(self.send_backlog(since)).await {
-            Ok(()) => self.run_loop().await,
+            Ok(()) => match early {
+                super::socket::Early::Nothing => self.run_loop().await,
+                super::socket::Early::Frame(message) => match Box::pin(self.handle(message)).await {
+                    Flow::Continue => self.run_loop().await,
+                    other => other,
+                },
+                super::socket::Early::Ended(flow) => flow,
+            },
             Err(flow) => flow,
         };
         if let Flow::Close(reason) = flow {

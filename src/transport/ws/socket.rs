@@ -64,6 +64,28 @@ pub fn record_written(frames: &VecDeque<Frame>) {
     }
 }
 
+/// What [`read_early`] found.
+pub enum Early {
+    Nothing,
+    /// A frame the client sent before its backlog: handle it once the backlog is out.
+    Frame(Message),
+    /// The socket ended or failed already.
+    Ended(Flow),
+}
+
+/// Reads the socket once, without waiting, before a connection waits for its turn at the backlog. Until its
+/// first read an upgraded connection still holds the HTTP connection's read buffer (8 KiB): a burst of
+/// thousands of connections waiting for their backlogs pinned that much each. Reading once drops it; a frame
+/// that had already arrived is kept for later, so nothing the client sends is lost.
+pub fn read_early(socket: &mut WebSocket) -> Early {
+    match futures_util::FutureExt::now_or_never(socket.recv()) {
+        None => Early::Nothing,
+        Some(Some(Ok(message))) => Early::Frame(message),
+        Some(Some(Err(e))) => Early::Ended(read_failed(e)),
+        Some(None) => Early::Ended(Flow::End),
+    }
+}
+
 /// Sends one frame now.
 pub async fn send(socket: &mut WebSocket, frame: Bytes) -> Result<(), Flow> {
     match tokio::time::timeout(WRITE_TIMEOUT, socket.send(text(frame))).await {
