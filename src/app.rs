@@ -14,9 +14,10 @@ use tokio_util::task::TaskTracker;
 use crate::auth::Authenticator;
 use crate::broker::{self, Broker};
 use crate::config::{DatabaseUrl, Settings};
+use crate::correlation::Finder;
 use crate::error::CloseReason;
 use crate::hub::{Capacity, Hub};
-use crate::ingest::amqp::Consumers;
+use crate::ingest::amqp::{Consumers, Sinks};
 use crate::mirror::RedisMirror;
 use crate::state::{AppState, Shared};
 use crate::store::sqlite::{Options, Sqlite, SqliteTopics};
@@ -102,19 +103,39 @@ impl Application {
                 )
             }
         };
-        let topic_pump = tokio::spawn(broker::topic_pump(topic_feed_rx, broker.clone(), mirror.clone(), namespaces));
+        let topic_pump =
+            tokio::spawn(broker::topic_pump(topic_feed_rx, broker.clone(), mirror.clone(), namespaces.clone()));
 
         let auth = Authenticator::new(&settings.auth).context("setting up token verification")?;
         let listener = bind(settings.listen).with_context(|| format!("binding {}", settings.listen))?;
         // After the bind: a start that fails must not have consumed (and acked) anything.
-        let amqp = settings.amqp.as_ref().map(|amqp| {
-            tracing::info!(
-                url = crate::config::amqp::redact_url(amqp.url.expose()),
-                queues = ?amqp.consumers.iter().map(|c| c.queue.as_str()).collect::<Vec<_>>(),
-                "starting AMQP consumers"
-            );
-            Arc::new(Consumers::start(amqp, store.clone()))
-        });
+        let amqp = match settings.amqp.as_ref() {
+            None => {
+                if settings.correlation.lookup.is_some() {
+                    tracing::warn!(
+                        "correlation_database_url is set, but no AMQP broker is: nothing reads chain events"
+                    );
+                }
+                None
+            }
+            Some(amqp) => {
+                tracing::info!(
+                    url = crate::config::amqp::redact_url(amqp.url.expose()),
+                    queues = ?amqp.consumers.iter().map(|c| c.queue.as_str()).collect::<Vec<_>>(),
+                    "starting AMQP consumers"
+                );
+                // The lookup's pool connects lazily: PostgreSQL being down does not fail the start.
+                let finder =
+                    Finder::new(topics.clone(), &settings.correlation).context("setting up the correlation lookup")?;
+                let sinks = Sinks {
+                    store: store.clone(),
+                    topics: topics.clone(),
+                    namespaces: namespaces.clone(),
+                    finder: Arc::new(finder),
+                };
+                Some(Arc::new(Consumers::start(amqp, &sinks)))
+            }
+        };
         let state = AppState::new(Shared {
             store,
             topics,

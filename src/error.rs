@@ -44,6 +44,9 @@ pub enum ApiError {
         allowed: Vec<String>,
         index: Option<usize>,
     },
+    /// A correlation key is already bound to another live topic.
+    #[error("{message}")]
+    CorrelationConflict { message: String, index: Option<usize> },
     #[error("{0}")]
     Store(#[from] StoreError),
 }
@@ -64,7 +67,7 @@ impl ApiError {
             ApiError::AtCapacity => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::TooManyConnections(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::InvalidTransition { .. } => StatusCode::CONFLICT,
+            ApiError::InvalidTransition { .. } | ApiError::CorrelationConflict { .. } => StatusCode::CONFLICT,
             ApiError::Store(StoreError::Unavailable(_) | StoreError::Closed) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -84,6 +87,7 @@ impl ApiError {
             ApiError::TooManyConnections(_) => "too_many_connections",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::InvalidTransition { .. } => "invalid_transition",
+            ApiError::CorrelationConflict { .. } => "correlation_conflict",
             ApiError::Store(StoreError::Unavailable(_) | StoreError::Closed) => "store_unavailable",
             ApiError::Store(_) => "internal",
         }
@@ -125,7 +129,9 @@ impl IntoResponse for ApiError {
         };
         let mut detail = ErrorDetail { code, message, index: None, topic: None, current: None, allowed: None };
         match &self {
-            ApiError::InvalidRequest { index, .. } => detail.index = *index,
+            ApiError::InvalidRequest { index, .. } | ApiError::CorrelationConflict { index, .. } => {
+                detail.index = *index
+            }
             ApiError::InvalidTransition { topic, current, allowed, index, .. } => {
                 detail.index = *index;
                 detail.topic = Some(topic);

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod broker;
 pub mod cli;
 pub mod config;
+pub mod correlation;
 pub mod domain;
 pub mod error;
 pub mod hub;

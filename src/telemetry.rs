@@ -114,6 +114,12 @@ fn describe() {
         Unit::Seconds,
         "From a message's arrival to its ack (committed, or moved to a delay or dead-letter queue)."
     );
+    describe_counter!(
+        "herald_chain_events_total",
+        "Chain events by outcome: matched (appended to the intent's topic), duplicate (the topic was there \
+         already), retried (no intent found yet), not_found_dead_lettered (no intent found after the last \
+         attempt), error (the store or the lookup failed; retried), poison (dead-lettered at once)."
+    );
     describe_counter!("herald_redis_mirror_writes_total", "Topic statuses written to Redis (one per SET).");
     describe_counter!(
         "herald_redis_mirror_errors_total",

@@ -1,8 +1,9 @@
 //! The `[amqp]` section: the broker URL and the consumers, each with its queue topology, retry policy and
 //! the shape of the messages it reads.
 //!
-//! With only a URL configured (`HERALD_AMQP_URL`), [`default_consumers`] gives the three shapes of the
-//! systems Herald replaces; any `[[amqp.consumers]]` entry replaces those defaults entirely.
+//! With only a URL configured (`HERALD_AMQP_URL`), [`default_consumers`] gives the three notification shapes
+//! of the systems Herald replaces and the minting system's chain events; any `[[amqp.consumers]]` entry
+//! replaces those defaults entirely.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -10,6 +11,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{ConfigError, Secret};
+use crate::topics::correlation::{check_kind, DEFAULT_KIND};
+use crate::topics::event::WORD_MAX;
 
 /// The `[amqp]` table as written in the TOML file.
 #[derive(Default, Clone, Deserialize)]
@@ -33,7 +36,7 @@ pub struct ConsumerLayer {
     pub prefetch: Option<u16>,
     /// When true, `/health` is 503 while this consumer is not consuming.
     pub required: Option<bool>,
-    /// `plain` (default), `nestjs` or `typed`.
+    /// `plain` (default), `nestjs`, `typed` (notifications) or `chain` (chain events matched to intents).
     pub shape: Option<String>,
     /// nestjs: the `pattern` to accept (default `create_notification`).
     pub pattern: Option<String>,
@@ -47,6 +50,17 @@ pub struct ConsumerLayer {
     /// A field (a dotted path) whose value is the idempotency key when the message has no
     /// `idempotency_key` and no AMQP `message_id`.
     pub idempotency_field: Option<String>,
+    /// chain: the fields (dotted paths) of the event's chain id, transaction hash, contract and token ids.
+    pub chain_id_field: Option<String>,
+    pub tx_hash_field: Option<String>,
+    pub contract_field: Option<String>,
+    pub token_ids_field: Option<String>,
+    /// chain: the field naming the correlation kind; without it every event has the kind `kind`.
+    pub kind_field: Option<String>,
+    /// chain: the kind of events without a `kind_field` (default `mint`).
+    pub kind: Option<String>,
+    /// chain: the status appended to the intent's topic (default `ready`).
+    pub status: Option<String>,
     pub retry: Option<RetryLayer>,
 }
 
@@ -111,7 +125,7 @@ impl Default for RetryPolicy {
     }
 }
 
-/// How a message becomes a notification.
+/// What a consumer's messages are: a notification in one of three shapes, or a chain event.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Shape {
     /// A body exactly like `POST /api/v1/notifications`.
@@ -126,6 +140,23 @@ pub enum Shape {
         title_field: Option<String>,
         message_field: Option<String>,
     },
+    /// A domain event about a transaction on a chain, matched to the intent that sent it (see
+    /// `ingest::amqp::chain`).
+    Chain(ChainFields),
+}
+
+/// Where a chain event's parts are, and what it does to the intent's topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainFields {
+    pub chain_id: String,
+    pub tx_hash: String,
+    pub contract: String,
+    pub token_ids: String,
+    /// The field naming the kind, if events carry one; else every event has `kind`.
+    pub kind_field: Option<String>,
+    pub kind: String,
+    /// The status appended: `ready`, by default.
+    pub status: String,
 }
 
 #[derive(Debug, Clone)]
@@ -156,7 +187,8 @@ fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
     super::invalid(key, message)
 }
 
-/// The three consumers that run when only the URL is configured. The README lists them.
+/// The consumers that run when only the URL is configured: the three notification shapes, and the minting
+/// system's chain events. The README lists them.
 pub fn default_consumers() -> Vec<ConsumerLayer> {
     let targets = [
         ("RefundStatusChanged", "user_id"),
@@ -180,6 +212,14 @@ pub fn default_consumers() -> Vec<ConsumerLayer> {
         },
         ConsumerLayer { queue: "notification_queue".into(), shape: Some("nestjs".into()), ..ConsumerLayer::default() },
         ConsumerLayer { queue: "herald.notifications".into(), shape: Some("plain".into()), ..ConsumerLayer::default() },
+        ConsumerLayer {
+            queue: "herald.mints".into(),
+            exchange: Some("mints.domain".into()),
+            exchange_type: Some("topic".into()),
+            binding_keys: Some(vec!["upserted.*".into()]),
+            shape: Some("chain".into()),
+            ..ConsumerLayer::default()
+        },
     ]
 }
 
@@ -270,7 +310,20 @@ fn resolve_consumer(layer: ConsumerLayer) -> Result<ConsumerSettings, ConfigErro
                 message_field: layer.message_field,
             }
         }
-        other => return Err(named(format!("shape {other:?} is not plain, nestjs or typed"))),
+        "chain" => {
+            let fields = ChainFields {
+                chain_id: layer.chain_id_field.unwrap_or_else(|| "chain_id".into()),
+                tx_hash: layer.tx_hash_field.unwrap_or_else(|| "tx_hash".into()),
+                contract: layer.contract_field.unwrap_or_else(|| "contract".into()),
+                token_ids: layer.token_ids_field.unwrap_or_else(|| "tokenIds".into()),
+                kind_field: layer.kind_field.filter(|f| !f.is_empty()),
+                kind: layer.kind.unwrap_or_else(|| DEFAULT_KIND.into()),
+                status: layer.status.unwrap_or_else(|| "ready".into()),
+            };
+            check_chain(&fields).map_err(named)?;
+            Shape::Chain(fields)
+        }
+        other => return Err(named(format!("shape {other:?} is not plain, nestjs, typed or chain"))),
     };
     let retry = resolve_retry(layer.retry.unwrap_or_default()).map_err(named)?;
     Ok(ConsumerSettings {
@@ -283,6 +336,29 @@ fn resolve_consumer(layer: ConsumerLayer) -> Result<ConsumerSettings, ConfigErro
         idempotency_field: layer.idempotency_field,
         retry,
     })
+}
+
+fn check_chain(fields: &ChainFields) -> Result<(), String> {
+    let paths = [
+        ("chain_id_field", Some(&fields.chain_id)),
+        ("tx_hash_field", Some(&fields.tx_hash)),
+        ("contract_field", Some(&fields.contract)),
+        ("token_ids_field", Some(&fields.token_ids)),
+        ("kind_field", fields.kind_field.as_ref()),
+    ];
+    for (name, path) in paths {
+        if path.is_some_and(|p| p.is_empty() || p.split('.').any(str::is_empty)) {
+            return Err(format!("{name} must be a field name or a dotted path (a.b), not {path:?}"));
+        }
+    }
+    check_kind(&fields.kind).map_err(|e| format!("kind {:?} {}", fields.kind, e.reason))?;
+    let word = |s: &str| {
+        !s.is_empty() && s.len() <= WORD_MAX && s.chars().all(|c| c.is_ascii_alphanumeric() || "._:-".contains(c))
+    };
+    if !word(&fields.status) {
+        return Err(format!("status {:?} must be 1..={WORD_MAX} letters, digits or . _ : -", fields.status));
+    }
+    Ok(())
 }
 
 fn resolve_retry(layer: RetryLayer) -> Result<RetryPolicy, String> {
@@ -336,10 +412,24 @@ mod tests {
     }
 
     #[test]
-    fn a_url_alone_gives_the_three_defaults() {
+    fn a_url_alone_gives_the_four_defaults() {
         let s = resolve(AmqpLayer { url: url(), consumers: None }).unwrap().unwrap();
         let queues: Vec<_> = s.consumers.iter().map(|c| c.queue.as_str()).collect();
-        assert_eq!(queues, ["ws.broadcast.queue", "notification_queue", "herald.notifications"]);
+        assert_eq!(queues, ["ws.broadcast.queue", "notification_queue", "herald.notifications", "herald.mints"]);
+        let mints = &s.consumers[3];
+        let exchange = mints.exchange.as_ref().unwrap();
+        assert_eq!((exchange.name.as_str(), exchange.kind), ("mints.domain", ExchangeKind::Topic));
+        assert_eq!(exchange.binding_keys, ["upserted.*"]);
+        assert!(!mints.required);
+        let Shape::Chain(fields) = &mints.shape else { panic!("{:?}", mints.shape) };
+        assert_eq!(
+            (fields.chain_id.as_str(), fields.tx_hash.as_str(), fields.contract.as_str(), fields.token_ids.as_str()),
+            ("chain_id", "tx_hash", "contract", "tokenIds")
+        );
+        assert_eq!(
+            (fields.kind_field.as_deref(), fields.kind.as_str(), fields.status.as_str()),
+            (None, "mint", "ready")
+        );
         let refunds = &s.consumers[0];
         assert_eq!(refunds.consumer_tag, "notification_ws_broker");
         let exchange = refunds.exchange.as_ref().unwrap();
@@ -377,6 +467,13 @@ mod tests {
         }
         let err = bad(ConsumerLayer { queue: "q4".into(), consumer_tag: Some("t".repeat(300)), ..Default::default() });
         assert!(err.contains("consumer_tag"), "{err}");
+        let chain = |c: ConsumerLayer| bad(ConsumerLayer { queue: "q5".into(), shape: Some("chain".into()), ..c });
+        let err = chain(ConsumerLayer { tx_hash_field: Some("tx..hash".into()), ..Default::default() });
+        assert!(err.contains("tx_hash_field"), "{err}");
+        let err = chain(ConsumerLayer { kind: Some("a kind".into()), ..Default::default() });
+        assert!(err.contains("kind"), "{err}");
+        let err = chain(ConsumerLayer { status: Some("".into()), ..Default::default() });
+        assert!(err.contains("status"), "{err}");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! held as [`Secret`] so that printing the settings never shows them.
 
 pub mod amqp;
+pub mod correlation;
 mod secret;
 pub mod topics;
 
@@ -16,6 +17,7 @@ use serde::Deserialize;
 use thiserror::Error;
 
 pub use amqp::AmqpSettings;
+pub use correlation::CorrelationSettings;
 pub use secret::{load_or_generate, Secret, StoredSecret};
 pub use topics::TopicSettings;
 
@@ -58,6 +60,9 @@ pub struct Layer {
     pub shutdown_timeout_ms: Option<u64>,
     pub statsd_addr: Option<String>,
     pub redis_url: Option<String>,
+    pub correlation_database_url: Option<String>,
+    pub correlation_query: Option<String>,
+    pub correlation_namespace: Option<String>,
     pub amqp: Option<amqp::AmqpLayer>,
     pub topics: Option<topics::TopicsLayer>,
 }
@@ -93,6 +98,9 @@ const VARIABLES: &[(&str, &str)] = &[
     ("shutdown_timeout_ms", "HERALD_SHUTDOWN_TIMEOUT_MS"),
     ("statsd_addr", "HERALD_STATSD_ADDR"),
     ("redis_url", "HERALD_REDIS_URL"),
+    ("correlation_database_url", "HERALD_CORRELATION_DATABASE_URL"),
+    ("correlation_query", "HERALD_CORRELATION_QUERY"),
+    ("correlation_namespace", "HERALD_CORRELATION_NAMESPACE"),
     ("amqp.url", "HERALD_AMQP_URL"),
 ];
 
@@ -162,6 +170,9 @@ impl Layer {
             "shutdown_timeout_ms" => self.shutdown_timeout_ms = Some(number(key, value)?),
             "statsd_addr" => self.statsd_addr = text,
             "redis_url" => self.redis_url = text,
+            "correlation_database_url" => self.correlation_database_url = text,
+            "correlation_query" => self.correlation_query = text,
+            "correlation_namespace" => self.correlation_namespace = text,
             "amqp.url" => self.amqp.get_or_insert_with(Default::default).url = text,
             _ => return Err(invalid(key, "not a configuration key")),
         }
@@ -193,6 +204,9 @@ impl Layer {
             shutdown_timeout_ms: self.shutdown_timeout_ms.or(lower.shutdown_timeout_ms),
             statsd_addr: self.statsd_addr.or(lower.statsd_addr),
             redis_url: self.redis_url.or(lower.redis_url),
+            correlation_database_url: self.correlation_database_url.or(lower.correlation_database_url),
+            correlation_query: self.correlation_query.or(lower.correlation_query),
+            correlation_namespace: self.correlation_namespace.or(lower.correlation_namespace),
             amqp: match (self.amqp, lower.amqp) {
                 (Some(upper), Some(lower)) => Some(amqp::AmqpLayer {
                     url: upper.url.or(lower.url),
@@ -278,6 +292,8 @@ pub struct Settings {
     /// `None`: no RabbitMQ consumer runs.
     pub amqp: Option<AmqpSettings>,
     pub topics: TopicSettings,
+    /// How chain events find their intent: registered correlations, and optionally a PostgreSQL lookup.
+    pub correlation: CorrelationSettings,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8004";
@@ -358,6 +374,8 @@ impl Settings {
         };
         let amqp = amqp::resolve(layer.amqp.unwrap_or_default())?;
         let topics = topics::resolve(layer.topics.unwrap_or_default())?;
+        let correlation =
+            correlation::resolve(layer.correlation_database_url, layer.correlation_query, layer.correlation_namespace)?;
         Ok(Settings {
             listen,
             data_dir,
@@ -386,6 +404,7 @@ impl Settings {
             redis_url,
             amqp,
             topics,
+            correlation,
         })
     }
 

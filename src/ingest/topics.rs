@@ -1,7 +1,9 @@
 //! The topic publish API: `POST /api/v1/topics/{topic}/events` and `POST /api/v1/topics/events/batch`.
 //!
 //! Each event is committed (state and history) before the 201; a lifecycle refusal is 409
-//! `invalid_transition` naming the current status and the allowed next ones, and stores nothing.
+//! `invalid_transition` naming the current status and the allowed next ones, and stores nothing. An event may
+//! carry `correlate` (a chain transaction to bind to its topic), committed with it; a key bound to another
+//! topic is 409 `correlation_conflict`, and stores nothing either.
 
 use std::time::Instant;
 
@@ -12,8 +14,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
+use crate::ingest::correlations::conflict_error;
 use crate::state::AppState;
 use crate::store::topics::{Refused, Rejection};
+use crate::topics::correlation::CorrelationInput;
 use crate::topics::event::{TopicEventInput, DATA_MAX};
 use crate::topics::{NewTopicEvent, Refusal, TopicName};
 use crate::transport::http::extract::{parse_json, Json, Publisher};
@@ -55,6 +59,8 @@ struct BatchItem {
     progress: Option<i64>,
     #[serde(default)]
     data: Option<Value>,
+    #[serde(default)]
+    correlate: Option<CorrelationInput>,
 }
 
 pub async fn publish_batch(
@@ -79,7 +85,13 @@ pub async fn publish_batch(
         let bytes = serde_json::to_vec(&raw).map_err(|e| at(e.to_string()))?;
         let item: BatchItem = parse_json(&bytes).map_err(|e| at(e.to_string()))?;
         let topic = TopicName::parse(&item.topic).map_err(|e| at(e.to_string()))?;
-        let input = TopicEventInput { kind: item.kind, status: item.status, progress: item.progress, data: item.data };
+        let input = TopicEventInput {
+            kind: item.kind,
+            status: item.status,
+            progress: item.progress,
+            data: item.data,
+            correlate: item.correlate,
+        };
         events.push(NewTopicEvent::parse(topic, input, received_at).map_err(|e| at(e.to_string()))?);
     }
     let topics: Vec<TopicName> = events.iter().map(|e| e.topic.clone()).collect();
@@ -103,6 +115,7 @@ fn refusal_error(refused: Refused, batch: bool) -> ApiError {
             message: format!("{prefix}the topic's merged data would exceed {DATA_MAX} bytes"),
             index,
         },
+        Rejection::CorrelationConflict(conflict) => conflict_error(&conflict, &prefix, index),
         Rejection::Lifecycle(refusal) => {
             let allowed = match &refusal {
                 Refusal::UnknownStatus { allowed, .. } | Refusal::Transition { allowed, .. } => allowed.clone(),

@@ -14,7 +14,7 @@ use thiserror::Error;
 
 use crate::domain::{NewNotification, Notification, NotificationId, UserId};
 
-#[derive(Debug, Error)]
+#[derive(Debug, Clone, Error)]
 pub enum StoreError {
     /// The database cannot be reached or written (disk full, I/O error, locked for too long).
     #[error("the store is unavailable: {0}")]

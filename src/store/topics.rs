@@ -8,7 +8,7 @@
 use async_trait::async_trait;
 
 use super::{StoreError, StoreHealth};
-use crate::topics::{NewTopicEvent, Refusal, TopicEvent, TopicName, TopicState};
+use crate::topics::{CorrelationKey, NewTopicEvent, Refusal, TopicEvent, TopicName, TopicState};
 
 /// The most event content one recovery holds; a history longer than this is treated as gone (the client
 /// starts again from the state), so a subscribe costs bounded memory whatever the events hold.
@@ -21,6 +21,16 @@ pub enum Rejection {
     Lifecycle(Refusal),
     /// The topic's merged `data` would grow past [`crate::topics::event::DATA_MAX`].
     StateTooLarge,
+    /// The event's `correlate` key is bound to another live topic.
+    CorrelationConflict(Conflict),
+}
+
+/// A correlation key that is already bound to another topic, which has not expired: a key names one
+/// transaction, and one transaction belongs to one intent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    pub key: CorrelationKey,
+    pub bound_to: TopicName,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +65,14 @@ pub trait TopicStore: Send + Sync + 'static {
 
     /// The state and, with `since`, the events after it (at most `limit`).
     async fn recover(&self, topic: &TopicName, since: Option<u64>, limit: usize) -> Result<Recovery, StoreError>;
+
+    /// Binds a chain transaction to a topic, for as long as a topic of its namespace lives (the namespace's
+    /// TTL from now). Binding a key to the topic it is bound to again renews it; binding it to another topic
+    /// while the first binding lives is refused, and changes nothing.
+    async fn correlate(&self, key: CorrelationKey, topic: TopicName) -> Result<Result<(), Conflict>, StoreError>;
+
+    /// The topic a live correlation binds `key` to.
+    async fn find_correlation(&self, key: &CorrelationKey) -> Result<Option<TopicName>, StoreError>;
 
     /// Topics that have not expired.
     async fn live_topics(&self) -> Result<u64, StoreError>;

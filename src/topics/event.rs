@@ -10,6 +10,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::correlation::{CorrelationInput, CorrelationKey};
 use super::TopicName;
 use crate::domain::{InvalidField, Timestamp};
 
@@ -18,7 +19,7 @@ pub const DATA_MAX: usize = 64 * 1024;
 /// The longest `type` or `status`.
 pub const WORD_MAX: usize = 64;
 
-/// An event as a publisher sends it: `{"type", "status"?, "progress"?, "data"?}`.
+/// An event as a publisher sends it: `{"type", "status"?, "progress"?, "data"?, "correlate"?}`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TopicEventInput {
@@ -30,6 +31,9 @@ pub struct TopicEventInput {
     pub progress: Option<i64>,
     #[serde(default)]
     pub data: Option<Value>,
+    /// A chain transaction to bind to this topic, committed with the event (see `topics::correlation`).
+    #[serde(default)]
+    pub correlate: Option<CorrelationInput>,
 }
 
 /// An event checked and ready to append.
@@ -40,6 +44,8 @@ pub struct NewTopicEvent {
     pub status: Option<String>,
     pub progress: Option<u8>,
     pub data: Map<String, Value>,
+    /// Bound to the topic in the same transaction as the event, so the append stays atomic.
+    pub correlate: Option<CorrelationKey>,
     /// When the request carrying it arrived, for the publish-to-push latency metric.
     pub received_at: Instant,
 }
@@ -74,7 +80,13 @@ impl NewTopicEvent {
         if encoded_len(&data) > DATA_MAX {
             return Err(InvalidField { field: "data", reason: format!("must be at most {DATA_MAX} bytes as JSON") });
         }
-        Ok(Self { topic, kind: input.kind, status: input.status, progress, data, received_at })
+        let correlate = input
+            .correlate
+            .as_ref()
+            .map(CorrelationKey::from_input)
+            .transpose()
+            .map_err(|e| InvalidField { field: "correlate", reason: e.to_string() })?;
+        Ok(Self { topic, kind: input.kind, status: input.status, progress, data, correlate, received_at })
     }
 }
 
@@ -172,6 +184,11 @@ mod tests {
         let now = Instant::now();
         let ok = NewTopicEvent::parse(t.clone(), input(r#"{"type":"routing","progress":10,"data":{"a":1}}"#), now);
         assert_eq!(ok.unwrap().progress, Some(10));
+        let bound = input(r#"{"type":"status","status":"broadcast","correlate":{"chain_id":"1","tx_hash":"0xAB"}}"#);
+        let key = NewTopicEvent::parse(t.clone(), bound, now).unwrap().correlate.unwrap();
+        assert_eq!((key.chain_id, key.tx_hash.as_str(), key.kind.as_str()), (1, "0xab", "mint"));
+        let bad = input(r#"{"type":"status","correlate":{"chain_id":1,"tx_hash":"0x a"}}"#);
+        assert_eq!(NewTopicEvent::parse(t.clone(), bad, now).unwrap_err().field, "correlate");
         for bad in [
             r#"{"type":""}"#,
             r#"{"type":"a b"}"#,

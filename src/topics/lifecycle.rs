@@ -5,7 +5,7 @@
 //! current status (with new progress) is allowed; progress never goes backwards within a status; a terminal
 //! status is final; an event without a status keeps the current one (and is refused after a terminal one).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use thiserror::Error;
 
@@ -87,6 +87,46 @@ impl Lifecycle {
 
     pub fn is_terminal(&self, status: &str) -> bool {
         !self.next.contains_key(status)
+    }
+
+    /// The shortest way from `from` (`None`: a new topic) to `to` that this lifecycle allows: the statuses to
+    /// append, in order, ending with `to`. Empty when the topic is at `to` already; `None` when there is no way
+    /// (`from` is terminal or unknown, or `to` cannot be reached from it). Ties go to the status first in
+    /// order, so the answer is always the same.
+    pub fn path(&self, from: Option<&str>, to: &str) -> Option<Vec<String>> {
+        if from == Some(to) {
+            return Some(Vec::new());
+        }
+        let starts: Vec<&str> = match from {
+            None => self.initial.iter().map(String::as_str).collect(),
+            Some(from) => self.next.get(from)?.iter().map(String::as_str).collect(),
+        };
+        // Breadth first, remembering how each status was reached (`None`: it is a first step).
+        let mut reached: BTreeMap<&str, Option<&str>> = BTreeMap::new();
+        let mut queue = VecDeque::new();
+        for start in starts {
+            reached.insert(start, None);
+            queue.push_back(start);
+        }
+        while let Some(status) = queue.pop_front() {
+            if status == to {
+                let mut path = vec![to.to_owned()];
+                let mut at = status;
+                while let Some(Some(before)) = reached.get(at) {
+                    path.push((*before).to_owned());
+                    at = before;
+                }
+                path.reverse();
+                return Some(path);
+            }
+            for next in self.next.get(status).into_iter().flatten() {
+                if Some(next.as_str()) != from && !reached.contains_key(next.as_str()) {
+                    reached.insert(next, Some(status));
+                    queue.push_back(next);
+                }
+            }
+        }
+        None
     }
 
     /// Checks an event's status and progress against the topic's current state.
@@ -192,6 +232,41 @@ mod tests {
         ));
         // A new status may start lower.
         assert!(l.check(at("routing", Some(30)), Some("building"), Some(0)).is_ok());
+    }
+
+    #[test]
+    fn the_shortest_path_to_a_status_is_found_from_anywhere_open() {
+        let l = Lifecycle::intent();
+        let path = |from: Option<&str>| l.path(from, "ready");
+        assert_eq!(path(None).unwrap(), ["pending", "broadcast", "confirming", "ready"]);
+        assert_eq!(path(Some("pending")).unwrap(), ["broadcast", "confirming", "ready"]);
+        assert_eq!(path(Some("broadcast")).unwrap(), ["confirming", "ready"]);
+        assert_eq!(path(Some("confirming")).unwrap(), ["ready"]);
+        assert_eq!(path(Some("ready")).unwrap(), Vec::<String>::new(), "already there");
+        assert_eq!(path(Some("failed")), None, "a terminal status goes nowhere");
+        assert_eq!(path(Some("shipped")), None, "nor does an unknown one");
+        assert_eq!(l.path(Some("pending"), "shipped"), None);
+        // Every step of every path is one the lifecycle accepts.
+        for from in [None, Some("pending"), Some("broadcast"), Some("confirming")] {
+            let mut at = from.map(str::to_owned);
+            for step in path(from).unwrap() {
+                let current = Current { status: at.as_deref(), progress: None };
+                assert!(l.check(current, Some(&step), None).is_ok(), "{at:?} → {step}");
+                at = Some(step);
+            }
+        }
+    }
+
+    #[test]
+    fn the_shortest_path_takes_the_shortcut_and_never_loops() {
+        let o = Lifecycle::order();
+        assert_eq!(o.path(Some("execution-failed"), "submitted").unwrap(), ["retry-pending", "submitted"]);
+        assert_eq!(o.path(Some("submitted"), "confirmed").unwrap(), ["confirmed"]);
+        assert_eq!(o.path(Some("retry-pending"), "confirmed").unwrap(), ["submitted", "confirmed"]);
+        assert_eq!(o.path(Some("confirmed"), "submitted"), None);
+        let looped = Lifecycle::chain(&["a"], &[("a", &["b"]), ("b", &["a", "c"])]);
+        assert_eq!(looped.path(Some("b"), "c").unwrap(), ["c"]);
+        assert_eq!(looped.path(Some("a"), "d"), None);
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod helpers;
 mod amqp;
 mod auth;
 mod bad_input;
+mod chain;
 mod config;
 mod fanout;
 mod graphql;

@@ -113,6 +113,12 @@ pub fn without(headers: Option<&FieldTable>, names: &[&str]) -> FieldTable {
     out
 }
 
+/// The value at a dotted path (`order.id`) in a message's JSON, as the field settings of every handler name
+/// them.
+pub fn json_path<'a>(value: &'a serde_json::Value, path: &str) -> Option<&'a serde_json::Value> {
+    path.split('.').try_fold(value, |v, part| v.get(part))
+}
+
 /// A header value cut to a length RabbitMQ and log viewers handle well.
 pub fn short(text: &str, max: usize) -> String {
     if text.len() <= max {

@@ -2,13 +2,15 @@
 //!
 //! The consumer is generic (`consumer.rs`: groups, acks after commit, retries through delay queues,
 //! dead-lettering with publisher confirms, reconnects); the notification mapping (`notifications.rs`) is
-//! one handler of it, and the email and user-sync workers are meant to be others. `topology.rs` declares
+//! one handler of it, the chain events matched to intents (`chain.rs`) another, and the email and user-sync
+//! workers are meant to be others. `topology.rs` declares
 //! what a queue needs, `retry.rs` decides what happens after a failure, `dlq.rs` holds the operator's
 //! tools behind `herald dlq`.
 //!
 //! Architecture invariant: **a message is acked only after what it produced is committed** (or its copy
 //! in a delay or dead-letter queue is confirmed by the broker).
 
+pub mod chain;
 pub mod consumer;
 pub mod dlq;
 pub mod message;
@@ -28,8 +30,12 @@ pub use consumer::{ConsumerSpec, Handler, Outcome};
 pub use message::Message;
 pub use status::ConsumerHealth;
 
-use crate::config::amqp::{AmqpSettings, ConsumerSettings};
+use crate::config::amqp::{AmqpSettings, ConsumerSettings, Shape};
+use crate::correlation::Finder;
+use crate::store::topics::TopicStore;
 use crate::store::Store;
+use crate::topics::Namespaces;
+use chain::ChainHandler;
 use notifications::{Mapping, NotificationHandler};
 use status::Status;
 use topology::QueueTopology;
@@ -56,6 +62,16 @@ pub enum AmqpError {
     Config(String),
 }
 
+/// What the handlers write to: the inbox for notifications; the topics, and the way to find an intent, for
+/// chain events.
+#[derive(Clone)]
+pub struct Sinks {
+    pub store: Arc<dyn Store>,
+    pub topics: Arc<dyn TopicStore>,
+    pub namespaces: Arc<Namespaces>,
+    pub finder: Arc<Finder>,
+}
+
 /// Every running consumer of this node: started with the server, stopped before the store.
 pub struct Consumers {
     statuses: Vec<Arc<Status>>,
@@ -64,18 +80,28 @@ pub struct Consumers {
 }
 
 impl Consumers {
-    /// Starts one notification consumer per configured queue. Nothing here waits for the broker: a broker
-    /// that is down shows as `connecting`/`down` in `/health` while Herald serves everything else.
-    pub fn start(settings: &AmqpSettings, store: Arc<dyn Store>) -> Self {
+    /// Starts one consumer per configured queue, with the handler its shape calls for. Nothing here waits for
+    /// the broker: a broker that is down shows as `connecting`/`down` in `/health` while Herald serves
+    /// everything else.
+    pub fn start(settings: &AmqpSettings, sinks: &Sinks) -> Self {
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
         let mut statuses = Vec::with_capacity(settings.consumers.len());
         for consumer in &settings.consumers {
             let status = Arc::new(Status::new(&consumer.queue, consumer.required));
-            let handler = Arc::new(NotificationHandler::new(
-                store.clone(),
-                Mapping { shape: consumer.shape.clone(), idempotency_field: consumer.idempotency_field.clone() },
-            ));
+            let handler: Arc<dyn Handler> = match &consumer.shape {
+                Shape::Chain(fields) => Arc::new(ChainHandler::new(
+                    sinks.topics.clone(),
+                    sinks.finder.clone(),
+                    sinks.namespaces.clone(),
+                    fields.clone(),
+                    consumer.retry.attempts,
+                )),
+                shape => Arc::new(NotificationHandler::new(
+                    sinks.store.clone(),
+                    Mapping { shape: shape.clone(), idempotency_field: consumer.idempotency_field.clone() },
+                )),
+            };
             tasks.spawn(consumer::run(
                 settings.url.clone(),
                 spec(consumer),
@@ -112,7 +138,7 @@ impl Consumers {
     }
 }
 
-/// The generic consumer settings of a notification consumer.
+/// The generic consumer settings of a consumer.
 pub fn spec(consumer: &ConsumerSettings) -> ConsumerSpec {
     ConsumerSpec {
         topology: QueueTopology {

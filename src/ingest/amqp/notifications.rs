@@ -134,6 +134,8 @@ impl Mapping {
                 };
                 (input, Some(object))
             }
+            // Chain consumers have their own handler (`chain.rs`); nothing maps one to a notification.
+            Shape::Chain(_) => return Err("a chain event is not a notification".into()),
         };
         if input.idempotency_key.is_none() {
             input.idempotency_key = Some(self.derived_key(message, parsed.as_ref())?.as_str().to_owned());
@@ -233,7 +235,7 @@ fn kind_of(value: &Value) -> &'static str {
 
 /// A field by dotted path (`order.id`), as text when it is a string or a number.
 fn field(value: &Value, path: &str) -> Option<String> {
-    let found = path.split('.').try_fold(value, |v, part| v.get(part))?;
+    let found = super::message::json_path(value, path)?;
     match found {
         Value::String(s) if !s.is_empty() => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),

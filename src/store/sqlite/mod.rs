@@ -1,6 +1,7 @@
 //! The embedded backend: SQLite in WAL mode, one writer thread with group commit, a pool of readers.
 
 mod checkpointer;
+mod correlations;
 mod ids;
 mod merge;
 mod reader;

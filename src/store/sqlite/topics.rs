@@ -9,6 +9,10 @@
 //! `topics` holds each topic's state; `topic_events` its history, trimmed to the namespace's bounds on
 //! every append. A topic whose TTL passed is unknown to readers at once, and the sweep deletes it later;
 //! an event for it starts the topic afresh (seq 1, the lifecycle's initial status).
+//!
+//! `correlations` binds chain transactions to topics (`(chain_id, tx_hash, kind)` → topic) for the topic
+//! namespace's TTL; it is written by the same writer, so a `correlate` inside an event commits with it, and
+//! swept with the topics.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -20,15 +24,18 @@ use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot};
 
+use super::correlations::{self, Correlated};
 use super::reader::ReaderPool;
 use super::writer::sql_error;
 use crate::config::Synchronous;
 use crate::domain::Timestamp;
-use crate::store::topics::{Recovery, Refused, Rejection, TopicStore, RECOVERY_BYTES};
+use crate::store::topics::{Conflict, Recovery, Refused, Rejection, TopicStore, RECOVERY_BYTES};
 use crate::store::{StoreError, StoreHealth};
 use crate::topics::event::{encoded_len, DATA_MAX};
 use crate::topics::lifecycle::Current;
-use crate::topics::{Namespaces, NewTopicEvent, SharedChange, TopicChange, TopicEvent, TopicName, TopicState};
+use crate::topics::{
+    CorrelationKey, Namespaces, NewTopicEvent, SharedChange, TopicChange, TopicEvent, TopicName, TopicState,
+};
 
 const COMMAND_QUEUE: usize = 4096;
 const MAX_COMMANDS_PER_GROUP: usize = 256;
@@ -60,6 +67,15 @@ CREATE TABLE IF NOT EXISTS topic_events (
     PRIMARY KEY (topic, seq)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS topic_events_expiry ON topic_events (expires_at);
+CREATE TABLE IF NOT EXISTS correlations (
+    chain_id   INTEGER NOT NULL,
+    tx_hash    TEXT NOT NULL,      -- normalized: 0x-hex in lowercase
+    kind       TEXT NOT NULL,
+    topic      TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (chain_id, tx_hash, kind)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS correlations_expiry ON correlations (expires_at);
 "#;
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -67,6 +83,7 @@ type Appended = Result<Vec<u64>, Refused>;
 
 enum Command {
     Append { events: Vec<NewTopicEvent>, reply: Reply<Appended> },
+    Correlate { key: CorrelationKey, topic: TopicName, reply: Reply<Correlated> },
     Sweep,
     Shutdown { reply: oneshot::Sender<()> },
 }
@@ -144,11 +161,13 @@ struct Writer {
     feed: mpsc::Sender<Vec<SharedChange>>,
 }
 
-/// An append's work, checked: the changes to write and stream, and the topics whose stale rows go first.
+/// An append's work, checked: the changes to write and stream, the topics whose stale rows go first, and
+/// the correlations its events bind.
 struct Checked {
     changes: Vec<TopicChange>,
     restarted: Vec<TopicName>,
     finals: HashMap<TopicName, TopicState>,
+    correlations: Vec<(CorrelationKey, TopicName)>,
 }
 
 impl Writer {
@@ -162,17 +181,22 @@ impl Writer {
                 }
             }
             let mut appends = Vec::with_capacity(group.len());
+            let mut correlates = Vec::new();
             let mut stop = None;
             let mut sweep = false;
             for cmd in group {
                 match cmd {
                     Command::Append { events, reply } => appends.push((events, reply)),
+                    Command::Correlate { key, topic, reply } => correlates.push((key, topic, reply)),
                     Command::Sweep => sweep = true,
                     Command::Shutdown { reply } => stop = Some(reply),
                 }
             }
             if !appends.is_empty() {
                 self.commit_appends(appends);
+            }
+            if !correlates.is_empty() {
+                self.commit_correlates(correlates);
             }
             if sweep {
                 if let Err(e) = self.sweep() {
@@ -202,6 +226,24 @@ impl Writer {
             }
         }
         metrics::histogram!("herald_store_commit_seconds", "store" => "topics").record(started.elapsed().as_secs_f64());
+    }
+
+    /// Binds keys to topics, in one transaction; a refused binding leaves the others be.
+    fn commit_correlates(&mut self, correlates: Vec<(CorrelationKey, TopicName, Reply<Correlated>)>) {
+        let (bindings, replies): (Vec<_>, Vec<_>) = correlates.into_iter().map(|(k, t, r)| ((k, t), r)).unzip();
+        match correlations::bind_all(&mut self.conn, &self.namespaces, &bindings, Timestamp::now()) {
+            Ok(results) => {
+                for (reply, result) in replies.into_iter().zip(results) {
+                    let _ = reply.send(Ok(result));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not store correlations");
+                for reply in replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
     }
 
     fn finish(&self, replies: Vec<Reply<Appended>>, results: Vec<Appended>, changes: Vec<TopicChange>) {
@@ -252,6 +294,7 @@ impl Writer {
             tx.execute("DELETE FROM topic_events WHERE topic = ?1", [topic]).map_err(sql_error)?;
             tx.execute("DELETE FROM topics WHERE topic = ?1", [topic]).map_err(sql_error)?;
         }
+        let correlations = correlations::sweep(&tx, now, SWEEP_ROWS)?;
         let aged = tx
             .execute(
                 "DELETE FROM topic_events WHERE (topic, seq) IN
@@ -260,15 +303,15 @@ impl Writer {
             )
             .map_err(sql_error)?;
         tx.commit().map_err(sql_error)?;
-        if !expired.is_empty() || aged > 0 {
+        if !expired.is_empty() || aged > 0 || correlations > 0 {
             metrics::counter!("herald_topics_expired_total").increment(expired.len() as u64);
-            tracing::debug!(topics = expired.len(), events = aged, "swept expired topics and history");
+            tracing::debug!(topics = expired.len(), events = aged, correlations, "swept expired topics and history");
         }
         Ok(())
     }
 }
 
-fn ms(d: Duration) -> i64 {
+pub(super) fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
@@ -282,6 +325,7 @@ fn check(
     let mut finals: HashMap<TopicName, TopicState> = HashMap::new();
     let mut restarted = Vec::new();
     let mut changes = Vec::with_capacity(events.len());
+    let mut correlations: Vec<(CorrelationKey, TopicName)> = Vec::new();
     for (index, new) in events.iter().enumerate() {
         let policy = namespaces.of(&new.topic);
         if !finals.contains_key(&new.topic) {
@@ -314,6 +358,20 @@ fn check(
         if encoded_len(&next.data) > DATA_MAX {
             return Ok(Err(refuse(Rejection::StateTooLarge)));
         }
+        if let Some(key) = &new.correlate {
+            // Bound earlier in this append, or before it (earlier appends of the group are written already).
+            let earlier = correlations.iter().find(|(k, _)| k == key).map(|(_, t)| t.clone());
+            let bound_to = match earlier {
+                Some(topic) => Some(topic),
+                None => correlations::bound(tx, key, now)?,
+            };
+            match bound_to {
+                Some(bound_to) if bound_to != new.topic => {
+                    return Ok(Err(refuse(Rejection::CorrelationConflict(Conflict { key: key.clone(), bound_to }))));
+                }
+                _ => correlations.push((key.clone(), new.topic.clone())),
+            }
+        }
         let status_changed = next.status != state.status;
         *state = next.clone();
         changes.push(TopicChange {
@@ -324,12 +382,16 @@ fn check(
             received_at: Some(new.received_at),
         });
     }
-    Ok(Ok(Checked { changes, restarted, finals }))
+    Ok(Ok(Checked { changes, restarted, finals, correlations }))
 }
 
 fn write(tx: &rusqlite::Transaction<'_>, namespaces: &Namespaces, checked: &Checked) -> Result<(), StoreError> {
     for topic in &checked.restarted {
         tx.execute("DELETE FROM topic_events WHERE topic = ?1", [topic.as_str()]).map_err(sql_error)?;
+    }
+    let now = checked.changes.first().map_or_else(Timestamp::now, |c| c.event.at);
+    for (key, topic) in &checked.correlations {
+        correlations::bind(tx, namespaces, key, topic, now)?;
     }
     {
         let mut insert = tx
@@ -491,6 +553,17 @@ impl TopicStore for SqliteTopics {
     async fn recover(&self, topic: &TopicName, since: Option<u64>, limit: usize) -> Result<Recovery, StoreError> {
         let topic = topic.clone();
         self.readers.run(move |conn| recover(conn, &topic, since, limit)).await
+    }
+
+    async fn correlate(&self, key: CorrelationKey, topic: TopicName) -> Result<Correlated, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(Command::Correlate { key, topic, reply }).await.map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn find_correlation(&self, key: &CorrelationKey) -> Result<Option<TopicName>, StoreError> {
+        let key = key.clone();
+        self.readers.run(move |conn| correlations::bound(conn, &key, Timestamp::now())).await
     }
 
     async fn live_topics(&self) -> Result<u64, StoreError> {

@@ -31,6 +31,7 @@ pub fn routes(state: AppState) -> Router {
         .route("/api/v1/topics/events/batch", post(ingest::topics::publish_batch))
         .route("/api/v1/topics/{topic}/events", post(ingest::topics::publish).get(topics::history))
         .route("/api/v1/topics/{topic}", get(topics::get_state))
+        .route("/api/v1/correlations", post(ingest::correlations::correlate))
         .route("/graphql", post(super::graphql::post).get(super::graphql::get))
         .route("/ws", get(super::ws::upgrade))
         .route("/ws/topics/{topic}", get(super::ws::topic_socket::upgrade));

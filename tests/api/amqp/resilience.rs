@@ -47,7 +47,7 @@ async fn with_the_broker_unreachable_herald_serves_and_says_so() {
     let body = wait_until("the consumers to report the broker down", WAIT, || async {
         let (status, body) = health(&app).await;
         let consumers = body["amqp"]["consumers"].as_array()?.clone();
-        (consumers.len() == 3 && consumers.iter().all(|c| c["last_error"].is_string())).then_some((status, body))
+        (consumers.len() == 4 && consumers.iter().all(|c| c["last_error"].is_string())).then_some((status, body))
     })
     .await;
     assert_eq!(body.0, 200, "consumers are not required by default: {}", body.1);

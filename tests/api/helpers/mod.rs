@@ -6,6 +6,7 @@ pub mod amqp;
 mod app;
 mod auth;
 mod metrics;
+pub mod postgres;
 mod process;
 mod wait;
 mod ws;
