@@ -61,6 +61,7 @@ async fn the_openapi_document_describes_the_rest_api() {
         "/api/v1/topics/events/batch",
         "/api/v1/topics/{topic}",
         "/ws/topics/{topic}",
+        "/api/v1/correlations",
         "/graphql",
     ] {
         assert!(paths.contains_key(path), "{path} is not documented; paths: {:?}", paths.keys());
