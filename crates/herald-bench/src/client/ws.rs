@@ -1,5 +1,11 @@
 //! Opening WebSocket connections: TCP from a loopback source address, the upgrade, and the
 //! server's `hello` frame, with bounded concurrency and a timeout per attempt.
+//!
+//! The bound is on connect slots, and [`Opening`] says when a connection gives its slot back: after its
+//! hello (paced: at most `concurrency` connections are ever waiting for the server), at the upgrade (burst:
+//! every connection can be waiting for its hello at once, as after a deploy), or at the upgrade because
+//! there is no hello (nchan). Either way an attempt ends only at its hello, within one timeout from its TCP
+//! connect, and its connect time runs from the TCP connect to the hello.
 
 use std::io;
 use std::net::Ipv4Addr;
@@ -8,6 +14,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
+use tokio::time::Instant as Deadline;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::WebSocketStream;
@@ -42,6 +49,19 @@ pub enum ConnectError {
     NoHello,
     #[error("closed before hello")]
     Closed,
+    #[error("{0}")]
+    Channel(#[from] crate::peer::ChannelError),
+}
+
+/// When a connection counts as open, and when it gives its connect slot back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opening {
+    /// Open at the hello frame, and the slot is held until then.
+    Paced,
+    /// Open at the hello frame, but the slot is given back at the upgrade (HTTP 101).
+    Burst,
+    /// Open at the upgrade: the server sends no hello (nchan).
+    Upgrade,
 }
 
 /// An open connection and how long opening it took (TCP connect to `hello` received).
@@ -57,56 +77,74 @@ pub struct Connector {
     config: WebSocketConfig,
     attempt_timeout: Duration,
     in_flight: Semaphore,
+    opening: Opening,
 }
 
 impl Connector {
-    pub fn new(server: ServerUrl, sources: Vec<Ipv4Addr>, concurrency: usize, attempt_timeout: Duration) -> Self {
+    pub fn new(
+        server: ServerUrl,
+        sources: Vec<Ipv4Addr>,
+        concurrency: usize,
+        attempt_timeout: Duration,
+        opening: Opening,
+    ) -> Self {
         Self {
             server,
             sources,
             config: WebSocketConfig::default().read_buffer_size(READ_BUFFER),
             attempt_timeout,
             in_flight: Semaphore::new(concurrency.max(1)),
+            opening,
         }
     }
 
-    /// Opens connection number `slot` (which picks its source address) with `query` after
-    /// `/ws?`, and waits for `hello`. At most `concurrency` attempts run at once; the time
-    /// spent queueing for a turn is not part of [`Connected::took`].
-    pub async fn connect(&self, slot: u64, query: &str) -> Result<Connected, ConnectError> {
-        // The semaphore is never closed, so acquiring can only succeed; the permit is held
-        // until the hello frame has arrived.
-        let _permit = self.in_flight.acquire().await;
+    /// Opens connection number `slot` (which picks its source address) to `target` (path and
+    /// query), and waits for `hello` unless the server sends none. At most `concurrency` attempts
+    /// hold a slot at once; the time spent queueing for one is not part of [`Connected::took`].
+    pub async fn connect(&self, slot: u64, target: &str) -> Result<Connected, ConnectError> {
+        // The semaphore is never closed, so acquiring can only succeed.
+        let permit = self.in_flight.acquire().await;
         let start = Instant::now();
-        let ws = tokio::time::timeout(self.attempt_timeout, self.attempt(slot, query))
-            .await
-            .map_err(|_| ConnectError::Timeout(self.attempt_timeout))??;
+        let deadline = Deadline::from_std(start + self.attempt_timeout);
+        let timed_out = |_| ConnectError::Timeout(self.attempt_timeout);
+        let mut ws = tokio::time::timeout_at(deadline, self.upgrade(slot, target)).await.map_err(timed_out)??;
+        if self.opening != Opening::Paced {
+            drop(permit);
+        }
+        if self.opening != Opening::Upgrade {
+            tokio::time::timeout_at(deadline, hello(&mut ws)).await.map_err(timed_out)??;
+        }
         Ok(Connected { ws, took: start.elapsed() })
     }
 
-    async fn attempt(&self, slot: u64, query: &str) -> Result<Ws, ConnectError> {
+    /// TCP connect and the WebSocket upgrade.
+    async fn upgrade(&self, slot: u64, target: &str) -> Result<Ws, ConnectError> {
         let source = (!self.sources.is_empty()).then(|| self.sources[(slot % self.sources.len() as u64) as usize]);
         let stream = socket::connect(source, self.server.addr()).await.map_err(ConnectError::Tcp)?;
-        let url = self.server.ws_url(query);
-        let mut ws = match tokio_tungstenite::client_async_with_config(url, stream, Some(self.config)).await {
-            Ok((ws, _response)) => ws,
-            Err(tungstenite::Error::Http(response)) if response.status() == 503 => return Err(ConnectError::Refused),
-            Err(tungstenite::Error::Http(response)) => return Err(ConnectError::Rejected(response.status().as_u16())),
-            Err(e) => return Err(ConnectError::WebSocket(e)),
-        };
-        loop {
-            match ws.next().await {
-                Some(Ok(Message::Text(text))) => {
-                    return match Frame::parse(text.as_str()) {
-                        Ok(Frame::Hello) => Ok(ws),
-                        _ => Err(ConnectError::NoHello),
-                    }
+        let url = self.server.ws_url(target);
+        match tokio_tungstenite::client_async_with_config(url, stream, Some(self.config)).await {
+            Ok((ws, _response)) => Ok(ws),
+            Err(tungstenite::Error::Http(response)) if response.status() == 503 => Err(ConnectError::Refused),
+            Err(tungstenite::Error::Http(response)) => Err(ConnectError::Rejected(response.status().as_u16())),
+            Err(e) => Err(ConnectError::WebSocket(e)),
+        }
+    }
+}
+
+/// Reads up to the server's first frame, which must be `hello`.
+async fn hello(ws: &mut Ws) -> Result<(), ConnectError> {
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(text))) => {
+                return match Frame::parse(text.as_str()) {
+                    Ok(Frame::Hello) => Ok(()),
+                    _ => Err(ConnectError::NoHello),
                 }
-                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
-                Some(Ok(Message::Binary(_))) => return Err(ConnectError::NoHello),
-                Some(Ok(Message::Close(_))) | None => return Err(ConnectError::Closed),
-                Some(Err(e)) => return Err(ConnectError::WebSocket(e)),
             }
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+            Some(Ok(Message::Binary(_))) => return Err(ConnectError::NoHello),
+            Some(Ok(Message::Close(_))) | None => return Err(ConnectError::Closed),
+            Some(Err(e)) => return Err(ConnectError::WebSocket(e)),
         }
     }
 }
