@@ -148,3 +148,58 @@ async fn hello(ws: &mut Ws) -> Result<(), ConnectError> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use futures_util::SinkExt;
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A server that upgrades every connection and sends each its hello only once `hello_after`
+    /// connections have been upgraded (never, when 0).
+    async fn server(hello_after: usize) -> ServerUrl {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = ServerUrl::parse(&format!("http://{}", listener.local_addr().expect("addr"))).expect("url");
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                let Ok(ws) = tokio_tungstenite::accept_async(stream).await else { continue };
+                held.push(ws);
+                if held.len() == hello_after {
+                    for ws in &mut held {
+                        let _ = ws.send(Message::text(r#"{"type":"hello"}"#)).await;
+                    }
+                }
+            }
+        });
+        url
+    }
+
+    fn connector(url: ServerUrl, timeout_ms: u64, opening: Opening) -> Connector {
+        Connector::new(url, Vec::new(), 1, Duration::from_millis(timeout_ms), opening)
+    }
+
+    #[tokio::test]
+    async fn burst_gives_the_slot_back_at_the_upgrade() {
+        // One slot, and hello only once both are upgraded: in burst mode both get there.
+        let burst = connector(server(2).await, 5_000, Opening::Burst);
+        let (a, b) = tokio::join!(burst.connect(0, "/ws"), burst.connect(1, "/ws"));
+        assert!(a.is_ok() && b.is_ok());
+
+        // Paced, the first holds the only slot until its hello, which needs the second: it times out.
+        let paced = connector(server(2).await, 300, Opening::Paced);
+        let (a, b) = tokio::join!(paced.connect(0, "/ws"), paced.connect(1, "/ws"));
+        assert!(matches!(a, Err(ConnectError::Timeout(_))));
+        assert!(b.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_hello_that_never_comes_fails_the_burst_connection() {
+        let burst = connector(server(0).await, 200, Opening::Burst);
+        assert!(matches!(burst.connect(0, "/ws").await, Err(ConnectError::Timeout(_))));
+        // Without a hello in the protocol (nchan) the upgrade is the connection.
+        let upgrade = connector(server(0).await, 200, Opening::Upgrade);
+        assert!(upgrade.connect(0, "/sub/u-1").await.is_ok());
+    }
+}
