@@ -41,6 +41,7 @@ pub struct Report {
     pub connect_p50_ms: Option<f64>,
     pub connect_p99_ms: Option<f64>,
     pub connect_max_ms: Option<f64>,
+    pub awaiting_hello_max: Option<u64>,
 
     pub rss_before_kb: Option<u64>,
     pub rss_after_kb: Option<u64>,
@@ -148,6 +149,7 @@ impl Report {
             connect_p50_ms: connect.map(|q| q.p50),
             connect_p99_ms: connect.map(|q| q.p99),
             connect_max_ms: connect.map(|q| q.max),
+            awaiting_hello_max: plan.peer.sends_hello().then(|| sum(|s| s.awaiting_hello_max)),
             rss_before_kb: memory.before_kb,
             rss_after_kb: memory.after_kb,
             rss_settled_kb: memory.settled_kb,
@@ -226,10 +228,12 @@ impl Report {
         row(
             "connect",
             format!(
-                "p50 {}  p99 {}  max {}",
+                "p50 {}  p99 {}  max {}{}",
                 ms(self.connect_p50_ms),
                 ms(self.connect_p99_ms),
-                ms(self.connect_max_ms)
+                ms(self.connect_max_ms),
+                self.awaiting_hello_max
+                    .map_or_else(String::new, |n| format!(", at most {n} waiting for hello at once"))
             ),
         );
         if self.rss_before_kb.is_some() || self.rss_after_kb.is_some() {

@@ -9,6 +9,7 @@
 
 use std::io;
 use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -78,6 +79,10 @@ pub struct Connector {
     attempt_timeout: Duration,
     in_flight: Semaphore,
     opening: Opening,
+    /// Connections upgraded and waiting for their hello, now and at most: how much of a burst the server
+    /// actually had in front of it.
+    awaiting_hello: AtomicU64,
+    awaiting_hello_max: AtomicU64,
 }
 
 impl Connector {
@@ -95,7 +100,14 @@ impl Connector {
             attempt_timeout,
             in_flight: Semaphore::new(concurrency.max(1)),
             opening,
+            awaiting_hello: AtomicU64::new(0),
+            awaiting_hello_max: AtomicU64::new(0),
         }
+    }
+
+    /// The most connections that were between their upgrade and their hello at once, so far.
+    pub fn awaiting_hello_max(&self) -> u64 {
+        self.awaiting_hello_max.load(Ordering::Relaxed)
     }
 
     /// Opens connection number `slot` (which picks its source address) to `target` (path and
@@ -112,6 +124,7 @@ impl Connector {
             drop(permit);
         }
         if self.opening != Opening::Upgrade {
+            let _waiting = Waiting::new(&self.awaiting_hello, &self.awaiting_hello_max);
             tokio::time::timeout_at(deadline, hello(&mut ws)).await.map_err(timed_out)??;
         }
         Ok(Connected { ws, took: start.elapsed() })
@@ -128,6 +141,23 @@ impl Connector {
             Err(tungstenite::Error::Http(response)) => Err(ConnectError::Rejected(response.status().as_u16())),
             Err(e) => Err(ConnectError::WebSocket(e)),
         }
+    }
+}
+
+/// One connection counted as waiting for its hello until this is dropped, however the wait ends.
+struct Waiting<'a>(&'a AtomicU64);
+
+impl<'a> Waiting<'a> {
+    fn new(now: &'a AtomicU64, max: &AtomicU64) -> Self {
+        let waiting = now.fetch_add(1, Ordering::Relaxed) + 1;
+        max.fetch_max(waiting, Ordering::Relaxed);
+        Self(now)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -192,12 +222,16 @@ mod tests {
         let (a, b) = tokio::join!(paced.connect(0, "/ws"), paced.connect(1, "/ws"));
         assert!(matches!(a, Err(ConnectError::Timeout(_))));
         assert!(b.is_ok());
+        assert_eq!(paced.awaiting_hello_max(), 1);
     }
 
     #[tokio::test]
     async fn a_hello_that_never_comes_fails_the_burst_connection() {
-        let burst = connector(server(0).await, 200, Opening::Burst);
-        assert!(matches!(burst.connect(0, "/ws").await, Err(ConnectError::Timeout(_))));
+        let burst = connector(server(0).await, 300, Opening::Burst);
+        let (a, b) = tokio::join!(burst.connect(0, "/ws"), burst.connect(1, "/ws"));
+        assert!(matches!(a, Err(ConnectError::Timeout(_))) && matches!(b, Err(ConnectError::Timeout(_))));
+        // Both were waiting at once, with one connect slot.
+        assert_eq!(burst.awaiting_hello_max(), 2);
         // Without a hello in the protocol (nchan) the upgrade is the connection.
         let upgrade = connector(server(0).await, 200, Opening::Upgrade);
         assert!(upgrade.connect(0, "/sub/u-1").await.is_ok());

@@ -99,6 +99,7 @@ pub async fn run_share(plan: SharePlan, mut control: Control) -> Result<ShareRep
             reconnect::run(&ctx, load, Duration::from_millis(*drop_after_ms), &mut control).await?
         }
     };
+    report.awaiting_hello_max = ctx.connector.awaiting_hello_max();
     for error in ctx.errors() {
         report.note_error(error);
     }
