@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every herald-bench mode at a tiny size (--smoke) against a fresh floor server, and,
-# when HERALD_BENCH_SERVER is set, against that Herald too. Checks correctness, not speed: a run
+# when HERALD_BENCH_SERVER is set, against that Herald too; and, when nginx with nchan is installed
+# (scripts/bench-peer nchan installs it; the smoke never does), idle, targeted and broadcast against nchan. Checks correctness, not speed: a run
 # fails when it lost, duplicated, misrouted or reordered a notification, when a publish or a
 # connection failed, or in reconnect mode when a user never caught up (herald-bench exits
 # non-zero for each of those). Prints one JSON line per run, then "N passed, N failed".
@@ -34,12 +35,15 @@ fi
 
 work="$(mktemp -d)"
 floor_pid=""
+peer_pid=""
 vhost=""
 cleanup() {
-    if [[ -n "$floor_pid" ]]; then
-        kill "$floor_pid" 2>/dev/null || true
-        wait "$floor_pid" 2>/dev/null || true
-    fi
+    local pid
+    for pid in "$floor_pid" "$peer_pid"; do
+        [[ -n "$pid" ]] || continue
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
     [[ -z "$vhost" ]] || rabbitmq_vhost_delete "$vhost"
     rm -rf "$work"
 }
@@ -93,6 +97,7 @@ suite() {
     local label="$1" url="$2" with_broadcast="$3" queue="$4"
     shift 4
     run "$label idle" idle --server "$url" "$@"
+    run "$label idle, burst" idle --server "$url" --burst "$@"
     run "$label targeted" targeted --server "$url" "$@"
     run "$label targeted, batch endpoint" targeted --server "$url" --batch 50 "$@"
     run "$label amqp" amqp --server "$url" --amqp-url "$amqp_url" --queue "$queue" "$@"
@@ -103,13 +108,47 @@ suite() {
     fi
     run "$label reconnect" reconnect --server "$url" "$@"
     run "$label reconnect, two worker processes" reconnect --server "$url" --workers 2 "$@"
+    run "$label reconnect, burst" reconnect --server "$url" --burst "$@"
 }
 
 suite floor "$floor_url" 1 "$floor_queue" --server-pid "$floor_pid"
+run "floor idle, memory after closing" idle --server "$floor_url" --server-pid "$floor_pid" --settle-secs 0.2
 
 if [[ -n "${HERALD_BENCH_SERVER:-}" ]]; then
     suite herald "$HERALD_BENCH_SERVER" 1 herald.notifications \
         ${HERALD_BENCH_SERVER_PID:+--server-pid "$HERALD_BENCH_SERVER_PID"}
+fi
+
+# nchan, when it is installed: the modes it takes part in, in its URL scheme. bench-peer exits 3 when
+# nginx or the nchan module is missing.
+"$root/scripts/bench-peer" nchan --no-install >"$work/nchan.out" 2>"$work/nchan.err" &
+peer_pid=$!
+nchan_url=""
+for _ in $(seq 100); do
+    nchan_url="$(sed -n 's/^listening on \(http:[^ ]*\).*/\1/p' "$work/nchan.out")"
+    [[ -n "$nchan_url" ]] && break
+    kill -0 "$peer_pid" 2>/dev/null || break
+    sleep 0.1
+done
+if [[ -n "$nchan_url" ]]; then
+    nginx_pid="$(sed -n 's/.*nginx master pid \([0-9]*\).*/\1/p' "$work/nchan.out")"
+    nchan=(--server "$nchan_url" --peer nchan --server-pid "$nginx_pid" --server-children)
+    run "nchan idle" idle "${nchan[@]}"
+    run "nchan idle, burst" idle --burst "${nchan[@]}"
+    run "nchan targeted" targeted "${nchan[@]}"
+    run "nchan broadcast" broadcast "${nchan[@]}"
+else
+    kill "$peer_pid" 2>/dev/null || true
+    status=0
+    wait "$peer_pid" 2>/dev/null || status=$?
+    peer_pid=""
+    if [[ "$status" == 3 ]]; then
+        echo "smoke: nginx with nchan is not installed; skipping the nchan runs (scripts/bench-peer nchan installs it)" >&2
+    else
+        cat "$work/nchan.err" >&2
+        echo "smoke: FAILED: nchan did not start" >&2
+        failed=$((failed + 1))
+    fi
 fi
 
 echo "$passed passed, $failed failed"

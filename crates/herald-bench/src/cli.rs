@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::peer::Peer;
 use crate::server_url::ServerUrl;
 
 #[derive(Debug, Parser)]
@@ -55,9 +56,15 @@ pub enum Command {
 /// Options every client mode shares.
 #[derive(Debug, Clone, Args)]
 pub struct CommonArgs {
-    /// Base URL of the server under test: Herald or the floor.
+    /// Base URL of the server under test: Herald, the floor, or nchan (with --peer nchan).
     #[arg(long, env = "HERALD_BENCH_SERVER", default_value = "http://127.0.0.1:8004")]
     pub server: ServerUrl,
+
+    /// Which protocol the server speaks: `herald` (Herald and the floor: `/ws`, hello, the publish API) or
+    /// `nchan` (nginx's push module: WebSocket `/sub/{channel}`, `POST /pub/{channel}`, raw bodies; idle,
+    /// targeted with single publishes, and broadcast).
+    #[arg(long, value_enum, default_value_t = Peer::Herald)]
+    pub peer: Peer,
 
     /// HS256 secret used to mint user tokens (claims `sub`, `exp`). Required against Herald;
     /// the floor accepts any token.
@@ -71,6 +78,11 @@ pub struct CommonArgs {
     /// PID of the server process: its VmRSS is read before connecting and after the run.
     #[arg(long)]
     pub server_pid: Option<u32>,
+
+    /// Count the memory of --server-pid's descendants too (their VmRSS added up), for a server that runs
+    /// as a master and workers, as nginx does.
+    #[arg(long, requires = "server_pid")]
+    pub server_children: bool,
 
     /// Processes holding connections. 0 chooses ceil(connections / --conns-per-worker); 1 keeps
     /// everything in this process; more re-executes this binary as that many workers.
@@ -94,7 +106,7 @@ pub struct CommonArgs {
     #[arg(long, default_value_t = 128)]
     pub connect_concurrency: usize,
 
-    /// Seconds one connection attempt (TCP, upgrade and hello frame) may take.
+    /// Seconds one connection attempt (TCP, upgrade and hello frame) may take, from its TCP connect.
     #[arg(long, default_value_t = 10.0)]
     pub connect_timeout: f64,
 
@@ -124,6 +136,18 @@ pub struct IdleArgs {
     /// [default: 3; 0.5 with --smoke].
     #[arg(long)]
     pub hold: Option<f64>,
+
+    /// Release a connect slot as soon as the WebSocket upgrade (HTTP 101) completes, instead of when the
+    /// hello frame has arrived, as clients that do not wait (browsers reconnecting after a deploy) do: then
+    /// thousands of connections can be waiting for their hello at once. The hello must still arrive within
+    /// --connect-timeout, and connect time is still TCP connect to hello. RSS is read once every hello is in.
+    #[arg(long)]
+    pub burst: bool,
+
+    /// Once the connections have closed, wait this many seconds and read the server's RSS again
+    /// (`rss_settled_kb`): what the server keeps of a run after it (needs --server-pid).
+    #[arg(long, requires = "server_pid")]
+    pub settle_secs: Option<f64>,
 }
 
 /// The sizes of a mode that publishes to random connected users (targeted, amqp).
@@ -258,6 +282,12 @@ pub struct ReconnectArgs {
     /// the publishing time, notifications ÷ rate ÷ 3].
     #[arg(long)]
     pub drop_after: Option<f64>,
+
+    /// Release a connect slot at the WebSocket upgrade rather than at the hello frame, for the first
+    /// connections and the reconnects alike (see idle's --burst): every dropped user is then waiting for
+    /// its backlog at once, not --connect-concurrency of them.
+    #[arg(long)]
+    pub burst: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -11,6 +11,7 @@ mod error;
 mod floor;
 mod histogram;
 mod modes;
+mod peer;
 mod plan;
 mod publish;
 mod report;

@@ -11,6 +11,8 @@ use serde_json::json;
 
 use crate::cli::{AmqpArgs, BroadcastArgs, Command, CommonArgs, IdleArgs, ReconnectArgs, TargetedArgs, UserSizes};
 use crate::client::socket::loopback_sources;
+use crate::peer::{Channel, ChannelError, Peer};
+use crate::rss::RssProbe;
 use crate::server_url::ServerUrl;
 
 /// One source address per this many connections, well inside the ~28,000 ephemeral ports
@@ -34,6 +36,12 @@ pub enum PlanError {
     BadTopic(String),
     #[error("--workers {workers} is more than the {connections} connections to share")]
     TooManyWorkers { workers: usize, connections: u64 },
+    #[error("{mode} mode cannot run against --peer {peer}: {why}")]
+    Unsupported { mode: &'static str, peer: Peer, why: &'static str },
+    #[error("--peer nchan has no batch endpoint: publish with --batch 1 (got --batch {0})")]
+    NchanBatch(u64),
+    #[error("--topic: {0}")]
+    Channel(#[from] ChannelError),
 }
 
 /// A secret that never prints. It is serialized only into a worker's stdin.
@@ -86,6 +94,9 @@ pub enum ModePlan {
     Amqp(AmqpLoad),
     Broadcast {
         topic: String,
+        /// nchan: the topic's channel (the name with ':' as '-'); `None` against Herald.
+        #[serde(default)]
+        channel: Option<Channel>,
         events: u64,
         concurrency: usize,
         rate: Option<f64>,
@@ -105,12 +116,17 @@ pub struct SharePlan {
     pub index: usize,
     pub run_id: String,
     pub server: ServerUrl,
+    #[serde(default)]
+    pub peer: Peer,
     pub jwt_secret: Secret,
     pub api_key: Secret,
     pub first_user: u64,
     pub users: u64,
     pub sources: Vec<Ipv4Addr>,
     pub connect_concurrency: usize,
+    /// Whether a connect slot is released at the upgrade (true) or once the hello has arrived.
+    #[serde(default)]
+    pub burst: bool,
     pub connect_timeout_ms: u64,
     pub drain_timeout_ms: u64,
     pub progress: bool,
@@ -131,6 +147,11 @@ impl SharePlan {
     pub fn user_id(&self, n: u64) -> String {
         user_id(&self.run_id, n)
     }
+
+    /// nchan: the channel of global user number `n`.
+    pub fn user_channel(&self, n: u64) -> Result<Channel, ChannelError> {
+        Channel::for_user(&self.user_id(n))
+    }
 }
 
 pub fn user_id(run_id: &str, n: u64) -> String {
@@ -143,13 +164,17 @@ pub struct RunPlan {
     pub mode: &'static str,
     pub run_id: String,
     pub server: ServerUrl,
-    pub server_pid: Option<u32>,
+    pub peer: Peer,
+    /// Where the server's memory is read, with --server-pid.
+    pub rss: Option<RssProbe>,
     /// Connections asked for, over all shares.
     pub connections: u64,
     /// The mode's sizes, echoed into the report.
     pub params: serde_json::Value,
     /// Idle mode: how long to hold before reading the server's RSS.
     pub hold: Option<Duration>,
+    /// Idle mode with --settle-secs: how long after the connections closed to read the RSS again.
+    pub settle: Option<Duration>,
     /// Whether the shares run as worker processes (true) or inside this one.
     pub processes: bool,
     pub shares: Vec<SharePlan>,
@@ -176,8 +201,30 @@ fn idle(args: &IdleArgs, run_id: String) -> Result<RunPlan, PlanError> {
     let smoke = args.common.smoke;
     let conns = size(args.conns, smoke, 50, 1000, "--conns")?;
     let hold = seconds(args.hold.unwrap_or(if smoke { 0.5 } else { 3.0 }), "--hold")?;
-    let params = json!({ "conns": conns, "hold_s": hold.as_secs_f64() });
-    split(&args.common, "idle", run_id, conns, params, Some(hold), |_, _| ModePlan::Idle)
+    let settle = args.settle_secs.map(|s| seconds(s, "--settle-secs")).transpose()?;
+    let params = json!({
+        "conns": conns, "hold_s": hold.as_secs_f64(), "burst": args.burst,
+        "settle_s": settle.map(|s| s.as_secs_f64()),
+    });
+    let mut plan = split(&args.common, "idle", run_id, conns, params, Some(hold), |_, _| ModePlan::Idle)?;
+    plan.settle = settle;
+    Ok(with_burst(plan, args.burst))
+}
+
+/// Sets every share to release its connect slots at the upgrade.
+fn with_burst(mut plan: RunPlan, burst: bool) -> RunPlan {
+    for share in &mut plan.shares {
+        share.burst = burst;
+    }
+    plan
+}
+
+/// Refuses a mode that nchan cannot take part in.
+fn herald_only(common: &CommonArgs, mode: &'static str, why: &'static str) -> Result<(), PlanError> {
+    match common.peer {
+        Peer::Herald => Ok(()),
+        peer => Err(PlanError::Unsupported { mode, peer, why }),
+    }
 }
 
 /// Users and notifications of targeted and amqp, with their `--smoke` defaults.
@@ -190,6 +237,9 @@ fn targeted(args: &TargetedArgs, run_id: String) -> Result<RunPlan, PlanError> {
     let (users, notifications) = user_sizes(&args.sizes, args.common.smoke)?;
     let rate = rate(args.rate)?;
     let concurrency = at_least_one(args.concurrency, "--concurrency")?;
+    if args.common.peer == Peer::Nchan && args.batch > 1 {
+        return Err(PlanError::NchanBatch(args.batch));
+    }
     let params = json!({
         "users": users, "notifications": notifications, "concurrency": concurrency,
         "batch": args.batch, "rate": rate,
@@ -205,6 +255,7 @@ fn targeted(args: &TargetedArgs, run_id: String) -> Result<RunPlan, PlanError> {
 }
 
 fn amqp(args: &AmqpArgs, run_id: String) -> Result<RunPlan, PlanError> {
+    herald_only(&args.common, "amqp", "nchan has no AMQP consumer")?;
     let (users, messages) = user_sizes(&args.sizes, args.common.smoke)?;
     let rate = rate(args.rate)?;
     let in_flight = at_least_one(args.in_flight, "--in-flight")?;
@@ -237,14 +288,19 @@ fn broadcast(args: &BroadcastArgs, run_id: String) -> Result<RunPlan, PlanError>
         Some(topic) => valid_topic(topic)?,
         None => format!("bench:hb-{run_id}"),
     };
+    let channel = match args.common.peer {
+        Peer::Herald => None,
+        Peer::Nchan => Some(Channel::for_topic(&topic)?),
+    };
     let rate = rate(args.rate)?;
     let concurrency = at_least_one(args.concurrency, "--concurrency")?;
     let params = json!({
         "subscribers": subscribers, "events": events, "topic": topic,
-        "concurrency": concurrency, "rate": rate,
+        "channel": channel.as_ref().map(Channel::as_str), "concurrency": concurrency, "rate": rate,
     });
     split(&args.common, "broadcast", run_id, subscribers, params, None, |share, _| ModePlan::Broadcast {
         topic: topic.clone(),
+        channel: channel.clone(),
         events,
         concurrency,
         rate,
@@ -253,6 +309,11 @@ fn broadcast(args: &BroadcastArgs, run_id: String) -> Result<RunPlan, PlanError>
 }
 
 fn reconnect(args: &ReconnectArgs, run_id: String) -> Result<RunPlan, PlanError> {
+    herald_only(
+        &args.common,
+        "reconnect",
+        "nchan resumes by message id (Last-Event-ID), not by Herald's `since`, and the bench cannot see its ids",
+    )?;
     let smoke = args.common.smoke;
     let users = size(args.users, smoke, 20, 1000, "--users")?;
     let notifications = args.notifications.unwrap_or(if smoke { 600 } else { 20_000 });
@@ -265,9 +326,9 @@ fn reconnect(args: &ReconnectArgs, run_id: String) -> Result<RunPlan, PlanError>
     let params = json!({
         "users": users, "notifications": notifications, "rate": rate_per_s,
         "concurrency": concurrency, "batch": args.batch,
-        "drop_after_s": drop_after.as_millis() as f64 / 1000.0,
+        "drop_after_s": drop_after.as_millis() as f64 / 1000.0, "burst": args.burst,
     });
-    split(&args.common, "reconnect", run_id, users, params, None, |share, of| ModePlan::Reconnect {
+    let plan = split(&args.common, "reconnect", run_id, users, params, None, |share, of| ModePlan::Reconnect {
         load: UserLoad {
             notifications: portion(notifications, share, of),
             concurrency: concurrency.div_ceil(of.count),
@@ -275,7 +336,8 @@ fn reconnect(args: &ReconnectArgs, run_id: String) -> Result<RunPlan, PlanError>
             rate: Some(rate_per_s * share.users as f64 / of.total as f64),
         },
         drop_after_ms: drop_after.as_millis() as u64,
-    })
+    })?;
+    Ok(with_burst(plan, args.burst))
 }
 
 /// A share's slice of the users, as `mode_plan` sees it.
@@ -331,12 +393,14 @@ fn split(
                 index,
                 run_id: run_id.clone(),
                 server: common.server.clone(),
+                peer: common.peer,
                 jwt_secret: Secret(common.jwt_secret.clone().unwrap_or_else(|| PLACEHOLDER_SECRET.to_owned())),
                 api_key: Secret(common.api_key.clone().unwrap_or_default()),
                 first_user: first,
                 users: slice.users,
                 sources: sources.clone(),
                 connect_concurrency: common.connect_concurrency.div_ceil(count).max(1),
+                burst: false,
                 connect_timeout_ms: (common.connect_timeout.max(0.001) * 1000.0) as u64,
                 drain_timeout_ms: (common.drain_timeout.max(0.0) * 1000.0) as u64,
                 progress: !common.quiet,
@@ -348,10 +412,12 @@ fn split(
         mode,
         run_id,
         server: common.server.clone(),
-        server_pid: common.server_pid,
+        peer: common.peer,
+        rss: common.server_pid.map(|pid| RssProbe::new(pid, common.server_children)),
         connections,
         params,
         hold,
+        settle: None,
         processes: count > 1,
         shares,
         quiet: common.quiet,
@@ -471,6 +537,104 @@ mod tests {
         assert_eq!(loads.len(), 2);
         assert_eq!(loads.iter().map(|l| l.messages).sum::<u64>(), 1001);
         assert!(loads.iter().all(|l| l.in_flight == 500 && l.queue == "herald.notifications"));
+    }
+
+    fn plan_error(args: &[&str]) -> PlanError {
+        let cli = Cli::try_parse_from(args).expect("valid arguments");
+        match RunPlan::from_command(&cli.command) {
+            Err(e) => e,
+            Ok(_) => panic!("{args:?} should not plan"),
+        }
+    }
+
+    #[test]
+    fn nchan_refuses_batches_reconnect_and_amqp() {
+        let server = ["--server", "http://127.0.0.1:1", "--peer", "nchan"];
+        let with = |mode: &'static str, extra: &[&'static str]| {
+            let mut args = vec!["hb", mode];
+            args.extend(server);
+            args.extend(extra);
+            args
+        };
+        assert!(matches!(plan_error(&with("targeted", &["-b", "100"])), PlanError::NchanBatch(100)));
+        let e = plan_error(&with("reconnect", &[]));
+        assert!(matches!(e, PlanError::Unsupported { mode: "reconnect", peer: Peer::Nchan, .. }), "{e}");
+        assert!(e.to_string().contains("--peer nchan"), "{e}");
+        assert!(matches!(plan_error(&with("amqp", &[])), PlanError::Unsupported { mode: "amqp", .. }));
+        // A topic name that is valid for Herald but not as an nchan channel id.
+        assert!(matches!(plan_error(&with("broadcast", &["--topic", "news:eu.1"])), PlanError::Channel(_)));
+
+        let run = plan(&with("targeted", &["-b", "1", "--smoke"]));
+        assert_eq!(run.peer, Peer::Nchan);
+        assert!(run.shares.iter().all(|s| s.peer == Peer::Nchan));
+        assert_eq!(run.shares[0].user_channel(3).expect("valid").as_str(), format!("u-hb-{}-3", run.run_id));
+        plan(&with("idle", &["--smoke", "--burst"]));
+        // Herald takes what nchan does not.
+        plan(&["hb", "targeted", "--server", "http://127.0.0.1:1", "-b", "100"]);
+        plan(&["hb", "reconnect", "--server", "http://127.0.0.1:1", "--smoke"]);
+    }
+
+    #[test]
+    fn nchan_broadcast_uses_the_topic_as_channel() {
+        let args = ["hb", "broadcast", "--server", "http://127.0.0.1:1", "--peer", "nchan", "--topic", "news:eu-1"];
+        let run = plan(&args);
+        match &run.shares[0].mode {
+            ModePlan::Broadcast { topic, channel: Some(channel), .. } => {
+                assert_eq!(topic, "news:eu-1");
+                assert_eq!(channel.as_str(), "news-eu-1");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let run = plan(&["hb", "broadcast", "--server", "http://127.0.0.1:1", "--peer", "nchan", "--smoke"]);
+        assert_eq!(run.params["channel"], format!("bench-hb-{}", run.run_id));
+        let run = plan(&["hb", "broadcast", "--server", "http://127.0.0.1:1", "--smoke"]);
+        assert!(matches!(run.shares[0].mode, ModePlan::Broadcast { channel: None, .. }));
+    }
+
+    #[test]
+    fn burst_settle_and_children_reach_the_plan() {
+        let run = plan(&["hb", "idle", "--server", "http://127.0.0.1:1", "-n", "30000", "--burst"]);
+        assert!(run.shares.len() == 2 && run.shares.iter().all(|s| s.burst));
+        assert_eq!(run.params["burst"], true);
+        assert!(run.settle.is_none() && run.rss.is_none());
+        let run = plan(&[
+            "hb",
+            "idle",
+            "--server",
+            "http://127.0.0.1:1",
+            "--server-pid",
+            "7",
+            "--server-children",
+            "--settle-secs",
+            "15",
+        ]);
+        assert!(!run.shares[0].burst);
+        assert_eq!(run.settle, Some(Duration::from_secs(15)));
+        assert!(matches!(run.rss, Some(RssProbe { pid: 7, children: true })));
+        let run = plan(&["hb", "reconnect", "--server", "http://127.0.0.1:1", "--smoke", "--burst"]);
+        assert!(run.shares[0].burst);
+        // --settle-secs and --server-children mean nothing without a pid to read.
+        assert!(Cli::try_parse_from(["hb", "idle", "--settle-secs", "15"]).is_err());
+        assert!(Cli::try_parse_from(["hb", "idle", "--server-children"]).is_err());
+        assert!(matches!(
+            plan_error(&["hb", "idle", "--server", "http://127.0.0.1:1", "--server-pid", "7", "--settle-secs=-1"]),
+            PlanError::BadSeconds("--settle-secs")
+        ));
+    }
+
+    #[test]
+    fn worker_plans_keep_peer_burst_and_channel() {
+        let run = plan(&["hb", "broadcast", "--server", "http://127.0.0.1:1", "--peer", "nchan", "--smoke"]);
+        let line = serde_json::to_string(&run.shares[0]).expect("serialize");
+        let back: SharePlan = serde_json::from_str(&line).expect("deserialize");
+        assert_eq!(back.peer, Peer::Nchan);
+        assert!(matches!(back.mode, ModePlan::Broadcast { channel: Some(_), .. }));
+        // A plan from before --peer existed is a Herald plan.
+        let mut value: serde_json::Value = serde_json::from_str(&line).expect("json");
+        value.as_object_mut().expect("object").remove("peer");
+        let old: SharePlan = serde_json::from_value(value).expect("deserialize");
+        assert_eq!(old.peer, Peer::Herald);
+        assert!(!old.burst);
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Publishing over Herald's HTTP API: a fixed number of numbered messages, sent by
+//! Publishing over Herald's HTTP API (or nchan's `POST /pub/{channel}`): a fixed number of numbered messages, sent by
 //! `concurrency` tasks that each keep one HTTP/1.1 connection alive and have one request in
 //! flight, optionally paced to a target rate.
 //!
@@ -50,6 +50,10 @@ pub enum PublishError {
     Request(#[from] hyper::http::Error),
     #[error("the API key is not a valid header value")]
     ApiKey,
+    #[error("publish path: {0}")]
+    Channel(#[from] crate::peer::ChannelError),
+    #[error("publish path: {0}")]
+    Uri(#[from] hyper::http::uri::InvalidUri),
 }
 
 impl PublishError {
@@ -60,9 +64,10 @@ impl PublishError {
 }
 
 /// What to publish, and how.
-pub struct PublishJob<B> {
-    /// Request path, e.g. `/api/v1/notifications/batch`.
-    pub path: Uri,
+pub struct PublishJob<B, P> {
+    /// The request path for a range of sequence numbers, e.g. always `/api/v1/notifications/batch`, or
+    /// (nchan) the channel of the user the range is for.
+    pub path: P,
     /// Messages to send, numbered 0..total.
     pub total: u64,
     pub per_request: u64,
@@ -89,14 +94,15 @@ pub struct PublishOutcome {
 }
 
 /// Publishes `job` to `server`, calling `on_ack` with each acknowledged range.
-pub async fn run<B, A>(
+pub async fn run<B, P, A>(
     server: &ServerUrl,
     api_key: &str,
-    job: PublishJob<B>,
+    job: PublishJob<B, P>,
     on_ack: A,
 ) -> Result<PublishOutcome, PublishError>
 where
     B: Fn(Range<u64>, u64, &mut BytesMut) + Send + Sync + 'static,
+    P: Fn(Range<u64>) -> Result<Uri, PublishError> + Send + Sync + 'static,
     A: Fn(Range<u64>) + Send + Sync + 'static,
 {
     let mut auth = HeaderValue::from_str(&format!("Bearer {api_key}")).map_err(|_| PublishError::ApiKey)?;
@@ -147,14 +153,14 @@ where
     Ok(outcome)
 }
 
-struct Shared<B, A> {
+struct Shared<B, P, A> {
     addr: SocketAddr,
     host: HeaderValue,
     auth: HeaderValue,
     /// The next chunk of `per_request` sequence numbers to send.
     next_chunk: AtomicU64,
     start: Instant,
-    job: PublishJob<B>,
+    job: PublishJob<B, P>,
     on_ack: A,
 }
 
@@ -167,9 +173,10 @@ struct TaskOutcome {
     first_error: Option<String>,
 }
 
-async fn publisher_task<B, A>(shared: Arc<Shared<B, A>>) -> TaskOutcome
+async fn publisher_task<B, P, A>(shared: Arc<Shared<B, P, A>>) -> TaskOutcome
 where
     B: Fn(Range<u64>, u64, &mut BytesMut) + Send + Sync + 'static,
+    P: Fn(Range<u64>) -> Result<Uri, PublishError> + Send + Sync + 'static,
     A: Fn(Range<u64>) + Send + Sync + 'static,
 {
     let job = &shared.job;
@@ -212,6 +219,14 @@ where
                 }
             },
         };
+        let path = match (job.path)(range.clone()) {
+            Ok(path) => path,
+            Err(e) => {
+                note(&mut out.first_error, &e);
+                out.unacked.push(range);
+                continue;
+            }
+        };
         buf.clear();
         buf.reserve(256 * job.per_request as usize);
         (job.body)(range.clone(), clock::unix_micros(), &mut buf);
@@ -219,7 +234,7 @@ where
         let sent = Instant::now();
         out.requests += 1;
         out.published += range.end - range.start;
-        match conn.post(&job.path, &shared.host, &shared.auth, body).await {
+        match conn.post(path, &shared.host, &shared.auth, body).await {
             Ok(()) => {
                 consecutive_failures = 0;
                 out.rtt.saturating_record(sent.elapsed().as_micros() as u64);
@@ -269,13 +284,13 @@ impl Connection {
 
     async fn post(
         &mut self,
-        path: &Uri,
+        path: Uri,
         host: &HeaderValue,
         auth: &HeaderValue,
         body: Bytes,
     ) -> Result<(), PublishError> {
         self.sender.ready().await?;
-        let request = Request::post(path.clone())
+        let request = Request::post(path)
             .header(HOST, host.clone())
             .header(AUTHORIZATION, auth.clone())
             .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))

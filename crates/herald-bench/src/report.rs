@@ -11,12 +11,24 @@ use crate::histogram::{new_histogram, Quantiles};
 use crate::plan::RunPlan;
 use crate::share::{DeliveryCounts, ShareReport};
 
+/// The server's memory at the points a run reads it, in KiB.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Memory {
+    /// Before connecting.
+    pub before_kb: Option<u64>,
+    /// Idle: after the hold, with every connection open; other modes: after the run.
+    pub after_kb: Option<u64>,
+    /// Idle with --settle-secs: that long after the connections closed.
+    pub settled_kb: Option<u64>,
+}
+
 /// One run's results. Fields that do not apply to the mode are `null`. Times are in
 /// milliseconds, rates per second, memory in KiB.
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub mode: &'static str,
     pub server: String,
+    pub peer: &'static str,
     pub run: String,
     pub workers: usize,
     pub params: serde_json::Value,
@@ -29,10 +41,12 @@ pub struct Report {
     pub connect_p50_ms: Option<f64>,
     pub connect_p99_ms: Option<f64>,
     pub connect_max_ms: Option<f64>,
+    pub awaiting_hello_max: Option<u64>,
 
     pub rss_before_kb: Option<u64>,
     pub rss_after_kb: Option<u64>,
     pub kib_per_conn: Option<f64>,
+    pub rss_settled_kb: Option<u64>,
 
     pub requests: u64,
     pub published: u64,
@@ -75,13 +89,7 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn build(
-        plan: &RunPlan,
-        shares: &[ShareReport],
-        rss_before_kb: Option<u64>,
-        rss_after_kb: Option<u64>,
-        elapsed: Duration,
-    ) -> Self {
+    pub fn build(plan: &RunPlan, shares: &[ShareReport], memory: Memory, elapsed: Duration) -> Self {
         let sum = |f: fn(&ShareReport) -> u64| shares.iter().map(f).sum::<u64>();
         let merge = |f: fn(&ShareReport) -> &crate::histogram::HistogramData| {
             let mut h = new_histogram();
@@ -129,6 +137,7 @@ impl Report {
         Self {
             mode: plan.mode,
             server: plan.server.to_string(),
+            peer: plan.peer.name(),
             run: plan.run_id.clone(),
             workers: plan.shares.len(),
             params: plan.params.clone(),
@@ -140,9 +149,11 @@ impl Report {
             connect_p50_ms: connect.map(|q| q.p50),
             connect_p99_ms: connect.map(|q| q.p99),
             connect_max_ms: connect.map(|q| q.max),
-            rss_before_kb,
-            rss_after_kb,
-            kib_per_conn: match (plan.hold, rss_before_kb, rss_after_kb) {
+            awaiting_hello_max: plan.peer.sends_hello().then(|| sum(|s| s.awaiting_hello_max)),
+            rss_before_kb: memory.before_kb,
+            rss_after_kb: memory.after_kb,
+            rss_settled_kb: memory.settled_kb,
+            kib_per_conn: match (plan.hold, memory.before_kb, memory.after_kb) {
                 (Some(_), Some(before), Some(after)) if accepted > 0 => {
                     Some(round2((after as f64 - before as f64) / accepted as f64))
                 }
@@ -195,10 +206,11 @@ impl Report {
         // Writing to a String cannot fail.
         let _ = writeln!(
             t,
-            "\n{} run {} against {} ({} worker{})",
+            "\n{} run {} against {} ({}, {} worker{})",
             self.mode,
             self.run,
             self.server,
+            self.peer,
             self.workers,
             if self.workers == 1 { "" } else { "s" }
         );
@@ -216,16 +228,23 @@ impl Report {
         row(
             "connect",
             format!(
-                "p50 {}  p99 {}  max {}",
+                "p50 {}  p99 {}  max {}{}",
                 ms(self.connect_p50_ms),
                 ms(self.connect_p99_ms),
-                ms(self.connect_max_ms)
+                ms(self.connect_max_ms),
+                self.awaiting_hello_max
+                    .map_or_else(String::new, |n| format!(", at most {n} waiting for hello at once"))
             ),
         );
         if self.rss_before_kb.is_some() || self.rss_after_kb.is_some() {
             let kb = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v} KiB"));
             let per_conn = self.kib_per_conn.map_or_else(String::new, |v| format!(", {v:.2} KiB per connection"));
-            row("server rss", format!("{} before, {} after{per_conn}", kb(self.rss_before_kb), kb(self.rss_after_kb)));
+            let settled =
+                self.rss_settled_kb.map_or_else(String::new, |v| format!(", {v} KiB once the connections had closed"));
+            row(
+                "server rss",
+                format!("{} before, {} after{per_conn}{settled}", kb(self.rss_before_kb), kb(self.rss_after_kb)),
+            );
         }
         if self.requests > 0 || self.publish_failed > 0 {
             row(

@@ -59,9 +59,9 @@ impl ServerUrl {
         matches!(self.addr.ip(), IpAddr::V4(ip) if ip.is_loopback())
     }
 
-    /// The WebSocket URL for `/ws` with the given query string.
-    pub fn ws_url(&self, query: &str) -> String {
-        format!("ws://{}/ws?{}", self.authority, query)
+    /// The WebSocket URL of `target`, a path and query (`/ws?token=…`, `/sub/u-…`).
+    pub fn ws_url(&self, target: &str) -> String {
+        format!("ws://{}{}", self.authority, target)
     }
 }
 
@@ -103,7 +103,7 @@ mod tests {
         assert_eq!(url.authority(), "127.0.0.1:9000");
         assert_eq!(url.addr(), "127.0.0.1:9000".parse().expect("addr"));
         assert!(url.is_ipv4_loopback());
-        assert_eq!(url.ws_url("token=x"), "ws://127.0.0.1:9000/ws?token=x");
+        assert_eq!(url.ws_url("/ws?token=x"), "ws://127.0.0.1:9000/ws?token=x");
     }
 
     #[test]

@@ -50,6 +50,9 @@ pub struct ShareReport {
     pub failed: u64,
     /// Time from TCP connect to the `hello` frame, in microseconds.
     pub connect_us: HistogramData,
+    /// The most connections of this share that were waiting for their hello at once.
+    #[serde(default)]
+    pub awaiting_hello_max: u64,
 
     pub requests: u64,
     pub published: u64,

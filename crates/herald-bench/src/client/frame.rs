@@ -3,16 +3,21 @@
 //! Frames are deserialized straight from the received text into borrowed fields: the frame
 //! type, and for each notification its `id` and the bench's own `data.t` / `data.seq`. Every
 //! other field is skipped without being allocated.
+//!
+//! nchan sends each published body as it was posted, with no envelope: the message itself is the item
+//! (`{"type":"bench","data":{"t":…,"seq":…}}`, or targeted's body with its `user_id`), live, with no id.
 
 use std::borrow::Cow;
 
 use serde::Deserialize;
 
+use crate::peer::Peer;
+
 /// The smallest ULID. A user that has seen nothing yet reconnects with `since` set to it, so
 /// that the backlog holds everything the user was sent.
 pub const SINCE_START: &str = "00000000000000000000000000";
 
-/// A frame as sent by Herald (or the floor).
+/// A frame as sent by Herald (or the floor), or a message as nchan sends it.
 #[derive(Debug)]
 pub enum Frame<'a> {
     /// `{"type":"hello",...}`: the first frame on every connection.
@@ -31,7 +36,7 @@ pub enum Frame<'a> {
 /// One notification or topic event.
 #[derive(Debug, Deserialize)]
 pub struct Item<'a> {
-    /// A notification's id; topic events have none (they have a seq).
+    /// A notification's id; topic events have none (they have a seq), nor have nchan's messages.
     #[serde(default, borrow)]
     pub id: Cow<'a, str>,
     #[serde(default)]
@@ -72,6 +77,21 @@ struct Raw<'a> {
 }
 
 impl<'a> Frame<'a> {
+    /// A frame in `peer`'s protocol.
+    pub fn parse_for(peer: Peer, text: &'a str) -> Result<Self, serde_json::Error> {
+        match peer {
+            Peer::Herald => Self::parse(text),
+            Peer::Nchan => Self::parse_raw(text),
+        }
+    }
+
+    /// nchan: a published body, received as it was posted. Any JSON object is an item (one the bench did
+    /// not publish has no stamp and counts as foreign); anything else is a bad frame.
+    pub fn parse_raw(text: &'a str) -> Result<Self, serde_json::Error> {
+        Ok(Frame::Live(serde_json::from_str(text)?))
+    }
+
+    /// A Herald (or floor) frame.
     pub fn parse(text: &'a str) -> Result<Self, serde_json::Error> {
         let raw: Raw<'a> = serde_json::from_str(text)?;
         Ok(match raw.kind.as_ref() {
@@ -132,5 +152,38 @@ mod tests {
         assert!(matches!(Frame::parse(subscribed), Ok(Frame::Subscribed)));
         assert!(matches!(Frame::parse(r#"{"type":"pong"}"#), Ok(Frame::Other)));
         assert!(Frame::parse("not json").is_err());
+    }
+
+    #[test]
+    fn nchan_messages_are_the_published_bodies() {
+        let event = r#"{"type":"bench","data":{"t":1733000000000000,"seq":41}}"#;
+        match Frame::parse_for(Peer::Nchan, event).expect("parse") {
+            Frame::Live(item) => {
+                assert_eq!(item.stamp(), Some((41, 1_733_000_000_000_000)));
+                assert!(item.id.is_empty());
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        // Targeted's body, with its user id, as nchan relays it.
+        let notification = r#"{"user_id":"hb-0a1b2c-3","type":"bench","data":{"t":5,"seq":7}}"#;
+        match Frame::parse_for(Peer::Nchan, notification).expect("parse") {
+            Frame::Live(item) => assert_eq!(item.stamp(), Some((7, 5))),
+            other => panic!("unexpected {other:?}"),
+        }
+        // Someone else's message on the channel: an item, but not one of the bench's.
+        match Frame::parse_for(Peer::Nchan, r#"{"hello":"world"}"#).expect("parse") {
+            Frame::Live(item) => assert_eq!(item.stamp(), None),
+            other => panic!("unexpected {other:?}"),
+        }
+        // Herald's envelope means nothing to nchan's parser: it is a body like any other.
+        match Frame::parse_for(Peer::Nchan, r#"{"type":"hello","user_id":"u"}"#).expect("parse") {
+            Frame::Live(item) => assert_eq!(item.stamp(), None),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(Frame::parse_for(Peer::Nchan, "plain text").is_err());
+        assert!(Frame::parse_for(Peer::Nchan, "[1,2]").is_err());
+        assert!(Frame::parse_for(Peer::Nchan, r#"{"data":"not an object"}"#).is_err());
+        // And Herald's parser still wants Herald's frames.
+        assert!(matches!(Frame::parse_for(Peer::Herald, event), Ok(Frame::Other)));
     }
 }

@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 use super::frame::{Frame, Item};
 use super::ws::Ws;
 use crate::clock;
+use crate::peer::Peer;
 
 /// What a handler wants after a backlog frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,8 +47,9 @@ pub enum End {
     Lost,
 }
 
-/// Feeds every frame on `ws` to `handler` until `stop` fires or the connection ends.
-pub async fn pump<H: Handler>(ws: &mut Ws, stop: &CancellationToken, handler: &mut H) -> End {
+/// Feeds every frame on `ws`, read in `peer`'s protocol, to `handler` until `stop` fires or the connection
+/// ends.
+pub async fn pump<H: Handler>(peer: Peer, ws: &mut Ws, stop: &CancellationToken, handler: &mut H) -> End {
     let stopped = stop.cancelled();
     tokio::pin!(stopped);
     loop {
@@ -59,7 +61,7 @@ pub async fn pump<H: Handler>(ws: &mut Ws, stop: &CancellationToken, handler: &m
         match message {
             Some(Ok(Message::Text(text))) => {
                 let now_us = clock::unix_micros();
-                match Frame::parse(text.as_str()) {
+                match Frame::parse_for(peer, text.as_str()) {
                     Ok(Frame::Live(item)) => handler.item(&item, true, now_us),
                     Ok(Frame::Backlog { items, more }) => {
                         for item in &items {

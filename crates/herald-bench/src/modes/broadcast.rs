@@ -8,6 +8,9 @@
 //! - receive: `{"type":"event","topic":NAME,"seq":N,"event":{…,"data":{"t","seq"}}}`.
 //!
 //! Publishing starts only once every connected subscriber's `subscribed` has arrived.
+//!
+//! nchan: subscribe with `GET /sub/{channel}` (the topic's channel: its name with ':' as '-'), subscribed at
+//! HTTP 101; publish with `POST /pub/{channel}`, the same body; receive the body as it was posted.
 
 use std::fmt::Write as _;
 use std::ops::Range;
@@ -25,12 +28,15 @@ use crate::client::frame::Item;
 use crate::client::session::{self, End, Handler};
 use crate::error::BenchError;
 use crate::histogram::{HistogramData, ShardedHistogram};
-use crate::publish::{self, PublishJob};
+use crate::peer::{Channel, Peer};
+use crate::publish::{self, PublishError, PublishJob};
 use crate::share::{DeliveryCounts, ShareReport};
 use crate::workers::Control;
 
 pub struct Job<'a> {
     pub topic: &'a str,
+    /// nchan: the topic's channel.
+    pub channel: Option<&'a Channel>,
     pub events: u64,
     pub concurrency: usize,
     pub rate: Option<f64>,
@@ -125,13 +131,21 @@ pub async fn run(ctx: &Arc<ShareContext>, job: &Job<'_>, control: &mut Control) 
     let stop = CancellationToken::new();
     let (session_stop, session_topic) = (stop.clone(), Arc::clone(&topic));
     let subscribe: Arc<str> = format!(r#"{{"type":"subscribe","topic":"{}"}}"#, job.topic).into();
+    let peer = ctx.plan.peer;
     let (fleet, connects) = fleet::launch(ctx, "", move |local, mut ws| {
         let stop = session_stop.clone();
         let mut subscriber = Subscriber::new(local, Arc::clone(&session_topic));
         let subscribe = Arc::clone(&subscribe);
         async move {
-            let sent = ws.send(Message::text(subscribe.as_ref())).await;
-            if sent.is_err() || session::pump(&mut ws, &stop, &mut subscriber).await == End::Lost {
+            let sent = match peer {
+                Peer::Herald => ws.send(Message::text(subscribe.as_ref())).await.is_ok(),
+                // nchan subscribes by the URL: the subscription is there once the upgrade is done.
+                Peer::Nchan => {
+                    subscriber.subscribed();
+                    true
+                }
+            };
+            if !sent || session::pump(peer, &mut ws, &stop, &mut subscriber).await == End::Lost {
                 subscriber.counts.dropped += 1;
             }
             subscriber.settle();
@@ -186,13 +200,15 @@ pub async fn run(ctx: &Arc<ShareContext>, job: &Job<'_>, control: &mut Control) 
     Ok(report)
 }
 
-async fn publish_events(
-    ctx: &Arc<ShareContext>,
-    job: &Job<'_>,
-) -> Result<publish::PublishOutcome, publish::PublishError> {
-    let path: Uri = format!("/api/v1/topics/{}/events", job.topic).parse().map_err(hyper::http::Error::from)?;
+async fn publish_events(ctx: &Arc<ShareContext>, job: &Job<'_>) -> Result<publish::PublishOutcome, PublishError> {
+    let path: Uri = match (ctx.plan.peer, job.channel) {
+        (Peer::Herald, _) => format!("/api/v1/topics/{}/events", job.topic).parse()?,
+        (Peer::Nchan, Some(channel)) => channel.publish_path().parse()?,
+        // The planner sets the channel; a plan without one (from an older parent) derives it.
+        (Peer::Nchan, None) => Channel::for_topic(job.topic)?.publish_path().parse()?,
+    };
     let publish_job = PublishJob {
-        path,
+        path: move |_: Range<u64>| Ok(path.clone()),
         total: job.events,
         per_request: 1,
         concurrency: job.concurrency,

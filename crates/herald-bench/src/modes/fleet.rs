@@ -9,10 +9,11 @@ use hdrhistogram::Histogram;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::client::ws::{ConnectError, Connected, Connector, Ws};
+use crate::client::ws::{ConnectError, Connected, Connector, Opening, Ws};
 use crate::clock;
 use crate::histogram::{new_histogram, HistogramData};
-use crate::plan::SharePlan;
+use crate::peer::{Channel, Peer};
+use crate::plan::{ModePlan, SharePlan};
 use crate::share::ShareReport;
 use crate::token::TokenMinter;
 
@@ -29,8 +30,18 @@ pub struct ShareContext {
 
 impl ShareContext {
     pub fn new(plan: SharePlan) -> Arc<Self> {
-        let connector =
-            Connector::new(plan.server.clone(), plan.sources.clone(), plan.connect_concurrency, plan.connect_timeout());
+        let opening = match (plan.peer.sends_hello(), plan.burst) {
+            (false, _) => Opening::Upgrade,
+            (true, true) => Opening::Burst,
+            (true, false) => Opening::Paced,
+        };
+        let connector = Connector::new(
+            plan.server.clone(),
+            plan.sources.clone(),
+            plan.connect_concurrency,
+            plan.connect_timeout(),
+            opening,
+        );
         let minter = TokenMinter::new(plan.jwt_secret.expose().as_bytes());
         Arc::new(Self { plan, connector, minter, errors: Mutex::new(Vec::new()) })
     }
@@ -40,22 +51,32 @@ impl ShareContext {
         self.plan.first_user + u64::from(local)
     }
 
-    /// The `/ws` query for local user `local`: a fresh token, then `extra` (e.g. `&since=…`).
-    pub fn query(&self, local: u32, extra: &str) -> String {
-        let user = self.plan.user_id(self.global(local));
-        // A broadcast subscriber's token must grant its topic: Herald checks the `topics` claim.
-        let token = match &self.plan.mode {
-            crate::plan::ModePlan::Broadcast { topic, .. } => {
-                self.minter.mint_for_topic(&user, clock::unix_secs(), topic)
+    /// The WebSocket path and query for local user `local`. Herald: `/ws?token=…` with a fresh token, then
+    /// `extra` (e.g. `&since=…`). nchan: the user's channel, or in broadcast mode the topic's (`extra` is
+    /// Herald's alone: the planner refuses the modes that need it).
+    pub fn target(&self, local: u32, extra: &str) -> Result<String, ConnectError> {
+        let global = self.global(local);
+        match (self.plan.peer, &self.plan.mode) {
+            (Peer::Nchan, ModePlan::Broadcast { channel, topic, .. }) => match channel {
+                Some(channel) => Ok(channel.subscribe_path()),
+                None => Ok(Channel::for_topic(topic)?.subscribe_path()),
+            },
+            (Peer::Nchan, _) => Ok(self.plan.user_channel(global)?.subscribe_path()),
+            (Peer::Herald, mode) => {
+                let user = self.plan.user_id(global);
+                // A broadcast subscriber's token must grant its topic: Herald checks the `topics` claim.
+                let token = match mode {
+                    ModePlan::Broadcast { topic, .. } => self.minter.mint_for_topic(&user, clock::unix_secs(), topic),
+                    _ => self.minter.mint(&user, clock::unix_secs()),
+                };
+                Ok(format!("/ws?token={token}{extra}"))
             }
-            _ => self.minter.mint(&user, clock::unix_secs()),
-        };
-        format!("token={token}{extra}")
+        }
     }
 
     /// Opens local user `local`'s connection.
     pub async fn connect(&self, local: u32, extra: &str) -> Result<Connected, ConnectError> {
-        self.connector.connect(self.global(local), &self.query(local, extra)).await
+        self.connector.connect(self.global(local), &self.target(local, extra)?).await
     }
 
     /// Keeps the first few distinct error messages for the report.

@@ -31,11 +31,12 @@ impl Handler for Listener {
 pub async fn run(ctx: &Arc<ShareContext>, control: &mut Control) -> Result<ShareReport, BenchError> {
     let stop = CancellationToken::new();
     let session_stop = stop.clone();
+    let peer = ctx.plan.peer;
     let (fleet, connects) = fleet::launch(ctx, "", move |_local, mut ws| {
         let stop = session_stop.clone();
         async move {
             let mut listener = Listener::default();
-            if session::pump(&mut ws, &stop, &mut listener).await == End::Lost {
+            if session::pump(peer, &mut ws, &stop, &mut listener).await == End::Lost {
                 listener.counts.dropped += 1;
             }
             listener.counts

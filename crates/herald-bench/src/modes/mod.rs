@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::BenchError;
 use crate::plan::{ModePlan, RunPlan, SharePlan};
-use crate::report::Report;
-use crate::rss;
+use crate::report::{Memory, Report};
 use crate::share::ShareReport;
 use crate::workers::{Control, Share};
 
@@ -27,7 +26,8 @@ const DRAIN_POLL: Duration = Duration::from_millis(5);
 /// every one has connected, reads the server's RSS in idle mode, then says go to all.
 pub async fn run(plan: RunPlan) -> Result<Report, BenchError> {
     let started = Instant::now();
-    let rss_before = plan.server_pid.map(rss::vm_rss_kb).transpose()?;
+    let read_rss = || plan.rss.map(|probe| probe.read_kb()).transpose();
+    let mut memory = Memory { before_kb: read_rss()?, ..Memory::default() };
     let progress = |message: &str| {
         if !plan.quiet {
             eprintln!("herald-bench: {message}");
@@ -50,11 +50,12 @@ pub async fn run(plan: RunPlan) -> Result<Report, BenchError> {
         share.ready().await?;
     }
 
-    let mut rss_after = None;
+    // Every share is ready only once each of its connection attempts has ended — with the hello frame, in
+    // burst mode too — so this is the memory the open connections hold, not that of a burst in flight.
     if let Some(hold) = plan.hold {
         progress(&format!("holding for {:.1} s", hold.as_secs_f64()));
         tokio::time::sleep(hold).await;
-        rss_after = plan.server_pid.map(rss::vm_rss_kb).transpose()?;
+        memory.after_kb = read_rss()?;
     }
     for share in &mut shares {
         share.go().await?;
@@ -63,10 +64,16 @@ pub async fn run(plan: RunPlan) -> Result<Report, BenchError> {
     for share in shares {
         reports.push(share.finish().await?);
     }
-    if rss_after.is_none() {
-        rss_after = plan.server_pid.map(rss::vm_rss_kb).transpose()?;
+    if memory.after_kb.is_none() {
+        memory.after_kb = read_rss()?;
     }
-    Ok(Report::build(&plan, &reports, rss_before, rss_after, started.elapsed()))
+    // Every share has closed its connections by the time its report is in.
+    if let Some(settle) = plan.settle {
+        progress(&format!("connections closed; reading the server's memory again in {:.1} s", settle.as_secs_f64()));
+        tokio::time::sleep(settle).await;
+        memory.settled_kb = read_rss()?;
+    }
+    Ok(Report::build(&plan, &reports, memory, started.elapsed()))
 }
 
 /// Runs one share of a mode, in this process or in a worker.
@@ -77,9 +84,10 @@ pub async fn run_share(plan: SharePlan, mut control: Control) -> Result<ShareRep
         ModePlan::Idle => idle::run(&ctx, &mut control).await?,
         ModePlan::Targeted(load) => targeted::run(&ctx, load, &mut control).await?,
         ModePlan::Amqp(load) => amqp::run(&ctx, load, &mut control).await?,
-        ModePlan::Broadcast { topic, events, concurrency, rate, publisher } => {
+        ModePlan::Broadcast { topic, channel, events, concurrency, rate, publisher } => {
             let job = broadcast::Job {
                 topic,
+                channel: channel.as_ref(),
                 events: *events,
                 concurrency: *concurrency,
                 rate: *rate,
@@ -91,6 +99,7 @@ pub async fn run_share(plan: SharePlan, mut control: Control) -> Result<ShareRep
             reconnect::run(&ctx, load, Duration::from_millis(*drop_after_ms), &mut control).await?
         }
     };
+    report.awaiting_hello_max = ctx.connector.awaiting_hello_max();
     for error in ctx.errors() {
         report.note_error(error);
     }

@@ -153,14 +153,14 @@ struct Shared {
 /// One user: live until the drop, then reconnecting with `since` until the run stops.
 async fn session(shared: Arc<Shared>, local: u32, mut ws: Ws) -> Session {
     let mut handler = Reconnecting {
-        user: UserHandler::new(local, Arc::clone(&shared.deliveries)),
+        user: UserHandler::new(local, Arc::clone(&shared.deliveries), shared.ctx.plan.peer.has_ids()),
         shared: Arc::clone(&shared),
         awaiting_backlog: false,
         caught_up: false,
     };
     let (ctx, stop) = (&shared.ctx, &shared.stop);
     let mut reconnects = 0;
-    if session::pump(&mut ws, &shared.drop_signal, &mut handler).await == End::Lost {
+    if session::pump(shared.ctx.plan.peer, &mut ws, &shared.drop_signal, &mut handler).await == End::Lost {
         handler.user.counts.dropped += 1;
     }
     // Dropped without a close handshake, as when a network goes away.
@@ -180,7 +180,7 @@ async fn session(shared: Arc<Shared>, local: u32, mut ws: Ws) -> Session {
                 reconnects += 1;
                 backoff = FIRST_BACKOFF;
                 let mut ws = connected.ws;
-                match session::pump(&mut ws, stop, &mut handler).await {
+                match session::pump(ctx.plan.peer, &mut ws, stop, &mut handler).await {
                     End::Stopped => break,
                     End::Reconnect => {}
                     End::Lost => handler.user.counts.dropped += 1,

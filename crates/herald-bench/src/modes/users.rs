@@ -18,8 +18,9 @@ use crate::client::frame::Item;
 use crate::client::session::{self, End, Handler};
 use crate::error::BenchError;
 use crate::histogram::{HistogramData, ShardedHistogram};
+use crate::peer::Peer;
 use crate::plan::UserLoad;
-use crate::publish::{self, PublishJob, PublishOutcome};
+use crate::publish::{self, PublishError, PublishJob, PublishOutcome};
 use crate::share::{DeliveryCounts, ShareReport};
 use crate::tally::{Delivery, Tally};
 use crate::workers::Control;
@@ -41,11 +42,12 @@ where
     let deliveries = Deliveries::new();
     let stop = CancellationToken::new();
     let (session_stop, session_deliveries) = (stop.clone(), Arc::clone(&deliveries));
+    let peer = ctx.plan.peer;
     let (fleet, connects) = fleet::launch(ctx, "", move |local, mut ws| {
         let stop = session_stop.clone();
-        let mut handler = UserHandler::new(local, Arc::clone(&session_deliveries));
+        let mut handler = UserHandler::new(local, Arc::clone(&session_deliveries), peer.has_ids());
         async move {
-            if session::pump(&mut ws, &stop, &mut handler).await == End::Lost {
+            if session::pump(peer, &mut ws, &stop, &mut handler).await == End::Lost {
                 handler.counts.dropped += 1;
             }
             handler.counts
@@ -124,14 +126,16 @@ impl Deliveries {
 pub struct UserHandler {
     local: u32,
     deliveries: Arc<Deliveries>,
+    /// Whether items carry ids to check the order by (Herald's do, nchan's messages do not).
+    ordered_ids: bool,
     pub counts: DeliveryCounts,
     /// The highest notification id received, for ordering checks and for `since`.
     pub last_id: String,
 }
 
 impl UserHandler {
-    pub fn new(local: u32, deliveries: Arc<Deliveries>) -> Self {
-        Self { local, deliveries, counts: DeliveryCounts::default(), last_id: String::new() }
+    pub fn new(local: u32, deliveries: Arc<Deliveries>, ordered_ids: bool) -> Self {
+        Self { local, deliveries, ordered_ids, counts: DeliveryCounts::default(), last_id: String::new() }
     }
 
     pub fn local(&self) -> u32 {
@@ -155,12 +159,15 @@ impl Handler for UserHandler {
                 }
                 self.deliveries.last_delivery_us.fetch_max(now_us, Ordering::Relaxed);
                 // Ids sort by creation and a user's notifications arrive in creation order,
-                // so each fresh id must be above every one before it.
-                if item.id.as_ref() <= self.last_id.as_str() {
-                    self.counts.reordered += 1;
-                } else {
-                    self.last_id.clear();
-                    self.last_id.push_str(&item.id);
+                // so each fresh id must be above every one before it. (nchan's messages carry
+                // no id, and requests in flight together may be stored in either order.)
+                if self.ordered_ids {
+                    if item.id.as_ref() <= self.last_id.as_str() {
+                        self.counts.reordered += 1;
+                    } else {
+                        self.last_id.clear();
+                        self.last_id.push_str(&item.id);
+                    }
                 }
             }
             Delivery::Duplicate => self.counts.duplicated += 1,
@@ -179,17 +186,26 @@ pub async fn publish(
     ctx: &Arc<ShareContext>,
     deliveries: &Arc<Deliveries>,
     load: &UserLoad,
-) -> Result<PublishOutcome, publish::PublishError> {
+) -> Result<PublishOutcome, PublishError> {
     let total = deliveries.tally().map_or(0, Tally::len);
-    let path = if load.batch > 1 {
-        Uri::from_static("/api/v1/notifications/batch")
-    } else {
-        Uri::from_static("/api/v1/notifications")
-    };
     let batch = load.batch > 1;
     let run_id = ctx.plan.run_id.clone();
     let first_user = ctx.plan.first_user;
     let for_body = Arc::clone(deliveries);
+    let for_path = Arc::clone(deliveries);
+    let plan = ctx.plan.clone();
+    let path = move |seqs: Range<u64>| -> Result<Uri, PublishError> {
+        match plan.peer {
+            Peer::Herald if batch => Ok(Uri::from_static("/api/v1/notifications/batch")),
+            Peer::Herald => Ok(Uri::from_static("/api/v1/notifications")),
+            // One notification per request (the planner refuses batches): to its user's channel.
+            Peer::Nchan => {
+                let local = for_path.tally().map_or(0, |tally| tally.target(seqs.start));
+                let channel = plan.user_channel(first_user + u64::from(local))?;
+                Ok(Uri::try_from(channel.publish_path())?)
+            }
+        }
+    };
     let job = PublishJob {
         path,
         total,
