@@ -13,9 +13,9 @@ use futures_util::SinkExt;
 use tokio::time::{interval_at, MissedTickBehavior};
 use tracing::Instrument;
 
-use super::socket::{read_failed, Flow, CLOSE_TIMEOUT, WRITE_TIMEOUT};
+use super::socket::{read_failed, Flow, CLOSE_TIMEOUT};
 use super::watching::{recovery_frames, Style, Watching};
-use crate::auth::{unix_now, User};
+use crate::auth::User;
 use crate::domain::NotificationId;
 use crate::error::{CloseReason, FrameError, TopicError};
 use crate::hub::{Encoding, Permit, Registration, Sink};
@@ -266,16 +266,7 @@ impl Session {
     }
 
     async fn keepalive(&mut self, period: Duration) -> Flow {
-        if self.last_seen.elapsed() >= period * 2 {
-            return Flow::Close(CloseReason::IdleTimeout);
-        }
-        if self.user.expires_at <= unix_now() {
-            return Flow::Close(CloseReason::TokenExpired);
-        }
-        match tokio::time::timeout(WRITE_TIMEOUT, self.socket.send(Message::Ping(Bytes::new()))).await {
-            Ok(Ok(())) => Flow::Continue,
-            _ => Flow::End,
-        }
+        super::socket::keepalive(&mut self.socket, self.last_seen, period, Some(self.user.expires_at)).await
     }
 
     async fn send(&mut self, frame: Bytes) -> Result<(), Flow> {

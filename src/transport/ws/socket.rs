@@ -86,6 +86,26 @@ pub fn read_early(socket: &mut WebSocket) -> Early {
     }
 }
 
+/// The keepalive tick: closes a connection silent for two intervals (4000) or whose token has expired (4001),
+/// and otherwise sends a WebSocket Ping.
+pub async fn keepalive(
+    socket: &mut WebSocket,
+    last_seen: std::time::Instant,
+    period: Duration,
+    expires_at: Option<u64>,
+) -> Flow {
+    if last_seen.elapsed() >= period * 2 {
+        return Flow::Close(CloseReason::IdleTimeout);
+    }
+    if expires_at.is_some_and(|at| at <= crate::auth::unix_now()) {
+        return Flow::Close(CloseReason::TokenExpired);
+    }
+    match tokio::time::timeout(WRITE_TIMEOUT, socket.send(Message::Ping(Bytes::new()))).await {
+        Ok(Ok(())) => Flow::Continue,
+        _ => Flow::End,
+    }
+}
+
 /// Sends one frame now.
 pub async fn send(socket: &mut WebSocket, frame: Bytes) -> Result<(), Flow> {
     match tokio::time::timeout(WRITE_TIMEOUT, socket.send(text(frame))).await {

@@ -20,9 +20,9 @@ use tokio::time::{interval_at, MissedTickBehavior};
 use tokio_util::task::task_tracker::TaskTrackerToken;
 use tracing::Instrument;
 
-use super::socket::{read_failed, Flow, CLOSE_TIMEOUT, WRITE_TIMEOUT};
+use super::socket::{read_failed, Flow, CLOSE_TIMEOUT};
 use super::watching::{recovery_frames, Style};
-use crate::auth::{unix_now, User};
+use crate::auth::User;
 use crate::config::topics::RouteAlias;
 use crate::error::{ApiError, CloseReason, FrameError};
 use crate::hub::topics::alias_encoder;
@@ -285,15 +285,7 @@ impl TopicSession {
     }
 
     async fn keepalive(&mut self, period: std::time::Duration) -> Flow {
-        if self.last_seen.elapsed() >= period * 2 {
-            return Flow::Close(CloseReason::IdleTimeout);
-        }
-        if self.user.as_ref().is_some_and(|u| u.expires_at <= unix_now()) {
-            return Flow::Close(CloseReason::TokenExpired);
-        }
-        match tokio::time::timeout(WRITE_TIMEOUT, self.socket.send(Message::Ping(Bytes::new()))).await {
-            Ok(Ok(())) => Flow::Continue,
-            _ => Flow::End,
-        }
+        let expires_at = self.user.as_ref().map(|u| u.expires_at);
+        super::socket::keepalive(&mut self.socket, self.last_seen, period, expires_at).await
     }
 }
