@@ -22,6 +22,7 @@ pub struct Metrics {
     pub redis_mirror_errors: Counter,
     pub redis_mirror_dropped: Counter,
     pub redis_mirror_pending: Gauge,
+    pub topic_deliveries: Counter,
 }
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -40,6 +41,7 @@ pub fn metrics() -> &'static Metrics {
         redis_mirror_errors: metrics::counter!("herald_redis_mirror_errors_total"),
         redis_mirror_dropped: metrics::counter!("herald_redis_mirror_dropped_total"),
         redis_mirror_pending: metrics::gauge!("herald_redis_mirror_pending"),
+        topic_deliveries: metrics::counter!("herald_topic_deliveries_total"),
     })
 }
 

@@ -189,7 +189,7 @@ impl TopicHub {
                 }
             }
         }
-        metrics::counter!("herald_topic_deliveries_total").increment(delivered);
+        crate::telemetry::metrics().topic_deliveries.increment(delivered);
         delivered
     }
 

@@ -209,14 +209,8 @@ impl Store for Sqlite {
     }
 
     async fn health(&self) -> StoreHealth {
-        let writer_alive = !self.commands.is_closed();
         let read = self.readers.run(reader::ping).await;
-        let (ok, detail) = match (writer_alive, read) {
-            (true, Ok(())) => (true, self.path.display().to_string()),
-            (false, _) => (false, "the writer has stopped".to_owned()),
-            (true, Err(e)) => (false, e.to_string()),
-        };
-        StoreHealth { ok, backend: "sqlite", detail }
+        health(&self.path, !self.commands.is_closed(), read)
     }
 
     async fn shutdown(&self) {
@@ -224,9 +218,24 @@ impl Store for Sqlite {
         if self.commands.send(Command::Shutdown { reply }).await.is_ok() {
             let _ = done.await;
         }
-        let handle = self.writer.lock().ok().and_then(|mut h| h.take());
-        if let Some(handle) = handle {
-            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
-        }
+        join_writer(&self.writer).await;
+    }
+}
+
+/// What a SQLite file's `/health` part says: up when its writer runs and a reader answers.
+fn health(path: &Path, writer_alive: bool, read: Result<(), StoreError>) -> StoreHealth {
+    let (ok, detail) = match (writer_alive, read) {
+        (true, Ok(())) => (true, path.display().to_string()),
+        (false, _) => (false, format!("the writer of {} has stopped", path.display())),
+        (true, Err(e)) => (false, e.to_string()),
+    };
+    StoreHealth { ok, backend: "sqlite", detail }
+}
+
+/// Waits, off the runtime, for a writer thread that was told to stop. Idempotent.
+async fn join_writer(writer: &Mutex<Option<std::thread::JoinHandle<()>>>) {
+    let handle = writer.lock().ok().and_then(|mut h| h.take());
+    if let Some(handle) = handle {
+        let _ = tokio::task::spawn_blocking(move || handle.join()).await;
     }
 }

@@ -579,14 +579,8 @@ impl TopicStore for SqliteTopics {
     }
 
     async fn health(&self) -> StoreHealth {
-        let writer_alive = !self.commands.is_closed();
-        let read = self.readers.run(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(sql_error)).await;
-        let (ok, detail) = match (writer_alive, read) {
-            (true, Ok(())) => (true, self.path.display().to_string()),
-            (false, _) => (false, "the topics writer has stopped".to_owned()),
-            (true, Err(e)) => (false, e.to_string()),
-        };
-        StoreHealth { ok, backend: "sqlite", detail }
+        let read = self.readers.run(super::reader::ping).await;
+        super::health(&self.path, !self.commands.is_closed(), read)
     }
 
     async fn shutdown(&self) {
@@ -594,9 +588,6 @@ impl TopicStore for SqliteTopics {
         if self.commands.send(Command::Shutdown { reply }).await.is_ok() {
             let _ = done.await;
         }
-        let handle = self.writer.lock().ok().and_then(|mut h| h.take());
-        if let Some(handle) = handle {
-            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
-        }
+        super::join_writer(&self.writer).await;
     }
 }

@@ -175,7 +175,6 @@ impl Session {
             Flow::Continue => {}
             other => return other,
         }
-        super::socket::record_written(&frames);
         self.state.store.mark_delivered(&self.user.id, &delivered);
         Flow::Continue
     }

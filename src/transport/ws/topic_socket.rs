@@ -254,7 +254,6 @@ impl TopicSession {
             Flow::Continue => {}
             other => return other,
         }
-        super::socket::record_written(&frames);
         Flow::Continue
     }
 
