@@ -79,50 +79,21 @@ impl Writer {
                 let _ = self.committed.try_send(());
                 metrics::histogram!("herald_store_merge_seconds").record(started.elapsed().as_secs_f64());
             }
-            Err(MergeError::Store(e)) => {
+            Err(e) => {
                 tracing::warn!(error = %e, entries = entries.len(), "could not merge the inbox index; will retry")
-            }
-            Err(MergeError::Durability(e)) => {
-                tracing::error!(error = %e, "could not restore synchronous after a merge");
-                self.durability_lost = true;
             }
         }
     }
 }
 
-enum MergeError {
-    /// The merge did not commit; nothing changed.
-    Store(StoreError),
-    /// The merge committed, but `synchronous` could not be set back.
-    Durability(StoreError),
-}
-
 /// Adds a partition's sorted (user, id) entries to the `inbox` index and moves the merge positions of the
 /// `settled` partitions (every id of theirs is then indexed) to `newest`.
 ///
-/// The index is derived data, so a merge is committed without an fsync of its own (`synchronous=NORMAL`,
-/// which in WAL mode keeps the database consistent, only not durable): the next write's fsync covers its
-/// frames, and if a crash comes first, the merge is lost whole with its positions, and recovery at open
-/// redoes it. A merge with its own fsync cost the writer a fifth of its time under load.
+/// The index is derived data, and the write connection runs with `synchronous=NORMAL` (see `syncer`), so a
+/// merge commits without an fsync of its own: the next write's fsync covers its frames, and if a crash comes
+/// first, the merge is lost whole with its positions, and recovery at open redoes it. A merge with its own
+/// fsync cost the writer a fifth of its time under load.
 fn merge(
-    conn: &mut Connection,
-    entries: &[tail::Entry],
-    settled: &[usize],
-    newest: Option<NotificationId>,
-) -> Result<(), MergeError> {
-    let configured: i64 =
-        conn.pragma_query_value(None, "synchronous", |r| r.get(0)).map_err(|e| MergeError::Store(sql_error(e)))?;
-    conn.pragma_update(None, "synchronous", "NORMAL").map_err(|e| MergeError::Store(sql_error(e)))?;
-    let merged = merge_in_transaction(conn, entries, settled, newest).map_err(MergeError::Store);
-    let mut restored = conn.pragma_update(None, "synchronous", configured);
-    if restored.is_err() {
-        restored = conn.pragma_update(None, "synchronous", configured);
-    }
-    restored.map_err(|e| MergeError::Durability(sql_error(e)))?;
-    merged
-}
-
-fn merge_in_transaction(
     conn: &mut Connection,
     entries: &[tail::Entry],
     settled: &[usize],
@@ -263,14 +234,9 @@ mod tests {
     use crate::domain::UserId;
 
     #[test]
-    fn a_merge_indexes_its_partition_and_restores_durability() {
+    fn a_merge_indexes_its_partition() {
         let dir = tempfile::tempdir().unwrap();
-        let mut conn = super::super::writer::open(
-            &dir.path().join("herald.db"),
-            crate::config::Synchronous::Full,
-            super::super::BUSY_TIMEOUT,
-        )
-        .unwrap();
+        let mut conn = super::super::writer::open(&dir.path().join("herald.db"), super::super::BUSY_TIMEOUT).unwrap();
         prepare(&mut conn).unwrap();
         let user = UserId::parse("alice").unwrap();
         let id = NotificationId::from_ulid(ulid::Ulid::new());
@@ -281,8 +247,6 @@ mod tests {
         .unwrap();
         let p = tail::partition(&user);
         assert!(merge(&mut conn, &[tail::Entry { user: user.clone(), id, unread: true }], &[p], Some(id)).is_ok());
-        let sync: i64 = conn.pragma_query_value(None, "synchronous", |r| r.get(0)).unwrap();
-        assert_eq!(sync, 2, "FULL again after the merge");
         let indexed: i64 = conn
             .query_row(
                 "SELECT count(*) FROM inbox WHERE user_id = ?1 AND id = ?2",

@@ -6,6 +6,7 @@ mod ids;
 mod merge;
 mod reader;
 mod schema;
+mod syncer;
 mod tail;
 mod topics;
 mod writer;
@@ -87,7 +88,7 @@ impl Sqlite {
             crate::config::create_private_dir(parent)
                 .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", parent.display())))?;
         }
-        let mut conn = writer::open(path, options.synchronous, options.busy_timeout)
+        let mut conn = writer::open(path, options.busy_timeout)
             .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
         merge::prepare(&mut conn)?;
         let ids = ids::IdSource::resume(&conn)?;
@@ -103,6 +104,14 @@ impl Sqlite {
             .map_err(|e| StoreError::Internal(format!("cannot start the checkpoint thread: {e}")))?;
         let (commands, rx) = mpsc::channel(COMMAND_QUEUE);
         let delivered: PendingDelivered = Arc::new(Mutex::new(Vec::new()));
+        // With `full`, commits are answered from the sync thread, after the fsync that covers them.
+        let syncer = match options.synchronous {
+            Synchronous::Full => Some(
+                syncer::Syncer::start(syncer::WalFile::of(path), feed.clone())
+                    .map_err(|e| StoreError::Internal(format!("cannot start the WAL sync thread: {e}")))?,
+            ),
+            Synchronous::Normal => None,
+        };
         let writer = Writer {
             conn,
             committed,
@@ -117,7 +126,7 @@ impl Sqlite {
             merge_cursor: 0,
             last_merge: None,
             ids,
-            durability_lost: false,
+            syncer,
         };
         spawn_ticks(commands.downgrade(), tail.clone(), delivered.clone());
         let handle = std::thread::Builder::new()

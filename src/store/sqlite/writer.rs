@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::ids::IdSource;
 use super::merge::MergeMode;
 use super::schema::{self, COLUMNS, FROM};
+use super::syncer::{Committed as Durable, Syncer};
 use super::tail::{self, SharedTail};
 use crate::domain::{InboxEvent, NewNotification, Notification, NotificationId, Timestamp, UserId};
 use crate::store::{InsertOutcome, MarkReadOutcome, StoreError};
@@ -75,9 +76,9 @@ pub struct Writer {
     pub last_merge: Option<Instant>,
     /// Where ids come from; it also knows the newest id of a committed transaction.
     pub ids: IdSource,
-    /// Set when a merge could not put `synchronous` back: the writer stops rather than commit without the
-    /// durability it was configured with.
-    pub durability_lost: bool,
+    /// With `synchronous=full`: where committed groups wait for their fsync before anyone hears of them (see
+    /// `syncer`). Without (`normal`), callers are answered at commit.
+    pub syncer: Option<Syncer>,
 }
 
 /// What a command produced, before the commit decides whether its caller hears it.
@@ -146,13 +147,16 @@ impl Writer {
             };
             self.merge(mode);
             self.restart_wal_if_long();
-            if self.durability_lost {
-                tracing::error!("the writer cannot restore its configured durability; it stops, and writes fail");
+            if self.syncer.as_ref().is_some_and(Syncer::failed) {
+                tracing::error!("the WAL could not be made durable; the writer stops, and writes fail");
                 return;
             }
             metrics::histogram!("herald_store_commit_seconds").record(started.elapsed().as_secs_f64());
             metrics::histogram!("herald_store_group_size").record(size as f64);
             if let Some(reply) = stop {
+                if let Some(syncer) = &mut self.syncer {
+                    syncer.finish();
+                }
                 let _ = reply.send(());
                 return;
             }
@@ -179,19 +183,14 @@ impl Writer {
             return stop;
         }
         match self.transaction(&work, &delivered) {
-            Ok((outputs, events)) => {
-                self.publish(events);
-                for (cmd, output) in work.into_iter().zip(outputs) {
-                    answer(cmd, Ok(output));
-                }
-            }
+            Ok((outputs, events)) => self.deliver(work.into_iter().zip(outputs).collect(), events),
             Err(group_error) => {
                 tracing::warn!(error = %group_error, commands = work.len(), "a write group failed; retrying each alone");
                 for cmd in work {
                     match self.transaction(std::slice::from_ref(&cmd), &[]) {
                         Ok((mut outputs, events)) => {
-                            self.publish(events);
-                            answer(cmd, Ok(outputs.pop().unwrap_or(Output::Nothing)));
+                            let output = outputs.pop().unwrap_or(Output::Nothing);
+                            self.deliver(vec![(cmd, output)], events);
                         }
                         Err(e) => answer(cmd, Err(e)),
                     }
@@ -266,13 +265,26 @@ impl Writer {
         metrics::histogram!("herald_store_wal_restart_seconds").record(started.elapsed().as_secs_f64());
     }
 
-    fn publish(&self, events: Vec<InboxEvent>) {
-        if events.is_empty() {
+    /// Answers a committed group's callers and sends its changes to the fanout: at once, or (with a syncer)
+    /// once the fsync that covers it has returned. Either way in commit order.
+    fn deliver(&self, answered: Vec<(Command, Output)>, events: Vec<InboxEvent>) {
+        let Some(syncer) = &self.syncer else {
+            if !events.is_empty() {
+                // Blocks when the fanout is behind: that is the backpressure that keeps memory bounded. An
+                // error means the fanout has stopped (shutdown), and there is no one left to push to.
+                let _ = self.feed.blocking_send(events);
+            }
+            for (cmd, output) in answered {
+                answer(cmd, Ok(output));
+            }
             return;
-        }
-        // Blocks when the fanout is behind: that is the backpressure that keeps memory bounded. An error
-        // means the fanout has stopped (shutdown), and there is no one left to push to.
-        let _ = self.feed.blocking_send(events);
+        };
+        let answer_all = move |durable: Result<(), StoreError>| {
+            for (cmd, output) in answered {
+                answer(cmd, durable.clone().map(|()| output));
+            }
+        };
+        syncer.push(Durable { answer: Box::new(answer_all), events });
     }
 }
 
@@ -461,19 +473,13 @@ fn mark_delivered(tx: &Transaction<'_>, marks: &[NotificationId], now: Timestamp
     Ok(())
 }
 
-/// Opens the write connection with the pragmas durability depends on.
-pub fn open(
-    path: &std::path::Path,
-    synchronous: crate::config::Synchronous,
-    busy_timeout: std::time::Duration,
-) -> rusqlite::Result<Connection> {
+/// Opens the write connection with the pragmas durability depends on (with `full`, the syncer's fsyncs too).
+pub fn open(path: &std::path::Path, busy_timeout: std::time::Duration) -> rusqlite::Result<Connection> {
     let mut conn = Connection::open(path)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
-    let sync = match synchronous {
-        crate::config::Synchronous::Full => "FULL",
-        crate::config::Synchronous::Normal => "NORMAL",
-    };
-    conn.pragma_update(None, "synchronous", sync)?;
+    // `full` is kept by the syncer thread, which fsyncs the WAL before any commit is answered; SQLite's own
+    // FULL would fsync inside COMMIT, on this connection's thread (see `syncer`).
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.busy_timeout(busy_timeout)?;
     conn.pragma_update(None, "cache_size", -65536)?;
     // Checkpoints run on their own thread (see `checkpointer`), not inside the writer's commits.
