@@ -107,7 +107,7 @@ impl Sqlite {
         // With `full`, commits are answered from the sync thread, after the fsync that covers them.
         let syncer = match options.synchronous {
             Synchronous::Full => Some(
-                syncer::Syncer::start(syncer::WalFile::of(path), feed.clone())
+                syncer::Syncer::start("herald-sqlite-sync", syncer::WalFile::of(path), feed.clone())
                     .map_err(|e| StoreError::Internal(format!("cannot start the WAL sync thread: {e}")))?,
             ),
             Synchronous::Normal => None,

@@ -30,17 +30,17 @@ use std::time::Instant;
 
 use tokio::sync::mpsc;
 
-use crate::domain::InboxEvent;
 use crate::store::StoreError;
 
 /// How many committed groups may wait for their fsync before the writer waits too.
 pub const QUEUE: usize = 64;
 
 /// A committed group, waiting for the fsync that makes it durable.
-pub struct Committed {
+/// `E` is what the store streams to its fanout: inbox events, or topic changes.
+pub struct Committed<E> {
     /// Called once the group is durable (with `Ok`) or known not to be (with the error).
     pub answer: Box<dyn FnOnce(Result<(), StoreError>) + Send>,
-    pub events: Vec<InboxEvent>,
+    pub events: Vec<E>,
 }
 
 /// Makes the WAL durable: `fdatasync` on the WAL file, reopened if SQLite replaced it.
@@ -84,24 +84,26 @@ impl SyncWal for WalFile {
 }
 
 /// The writer's end: hands committed groups over, and waits for the last on shutdown.
-pub struct Syncer {
-    groups: Option<SyncSender<Committed>>,
+pub struct Syncer<E> {
+    groups: Option<SyncSender<Committed<E>>>,
     thread: Option<std::thread::JoinHandle<()>>,
     failed: Arc<AtomicBool>,
 }
 
-impl Syncer {
-    pub fn start(sync: impl SyncWal, feed: mpsc::Sender<Vec<InboxEvent>>) -> std::io::Result<Self> {
+impl<E: Send + 'static> Syncer<E> {
+    /// Starts the sync thread; `name` is its thread's name.
+    pub fn start(name: &str, sync: impl SyncWal, feed: mpsc::Sender<Vec<E>>) -> std::io::Result<Self> {
         let (groups, rx) = std::sync::mpsc::sync_channel(QUEUE);
         let failed = Arc::new(AtomicBool::new(false));
         let flag = failed.clone();
-        let thread =
-            std::thread::Builder::new().name("herald-sqlite-sync".into()).spawn(move || run(sync, rx, feed, flag))?;
+        let thread = std::thread::Builder::new().name(name.into()).spawn(move || run(sync, rx, feed, flag))?;
         Ok(Self { groups: Some(groups), thread: Some(thread), failed })
     }
+}
 
+impl<E> Syncer<E> {
     /// Queues a committed group; blocks while [`QUEUE`] groups wait (the fanout or the disk is behind).
-    pub fn push(&self, group: Committed) {
+    pub fn push(&self, group: Committed<E>) {
         match &self.groups {
             Some(groups) => {
                 if let Err(std::sync::mpsc::SendError(group)) = groups.send(group) {
@@ -126,18 +128,13 @@ impl Syncer {
     }
 }
 
-impl Drop for Syncer {
+impl<E> Drop for Syncer<E> {
     fn drop(&mut self) {
         self.finish();
     }
 }
 
-fn run(
-    mut wal: impl SyncWal,
-    groups: Receiver<Committed>,
-    feed: mpsc::Sender<Vec<InboxEvent>>,
-    failed: Arc<AtomicBool>,
-) {
+fn run<E>(mut wal: impl SyncWal, groups: Receiver<Committed<E>>, feed: mpsc::Sender<Vec<E>>, failed: Arc<AtomicBool>) {
     while let Ok(first) = groups.recv() {
         let mut batch = vec![first];
         batch.extend(groups.try_iter().take(QUEUE));
@@ -165,7 +162,7 @@ fn run(
     }
 }
 
-fn refuse(batch: Vec<Committed>) {
+fn refuse<E>(batch: Vec<Committed<E>>) {
     for group in batch {
         (group.answer)(Err(StoreError::Unavailable("could not make the write durable (fsync failed)".into())));
     }
@@ -191,7 +188,7 @@ mod tests {
         }
     }
 
-    fn group(tag: u32, answers: &Sender<(u32, Result<(), StoreError>)>) -> Committed {
+    fn group(tag: u32, answers: &Sender<(u32, Result<(), StoreError>)>) -> Committed<()> {
         let answers = answers.clone();
         Committed { answer: Box::new(move |r| drop(answers.send((tag, r)))), events: Vec::new() }
     }
@@ -201,7 +198,7 @@ mod tests {
         let (go, go_rx) = channel();
         let (done_tx, done) = channel();
         let (feed, _feed_rx) = mpsc::channel(8);
-        let mut syncer = Syncer::start(Gate { go: go_rx, done: done_tx }, feed).unwrap();
+        let mut syncer = Syncer::start("test-sync", Gate { go: go_rx, done: done_tx }, feed).unwrap();
         let (answers_tx, answers) = channel();
         syncer.push(group(1, &answers_tx));
         // The sync is held: no answer may come.
@@ -219,7 +216,7 @@ mod tests {
         let (go, go_rx) = channel();
         let (done_tx, _done) = channel();
         let (feed, _feed_rx) = mpsc::channel(8);
-        let mut syncer = Syncer::start(Gate { go: go_rx, done: done_tx }, feed).unwrap();
+        let mut syncer = Syncer::start("test-sync", Gate { go: go_rx, done: done_tx }, feed).unwrap();
         let (answers_tx, answers) = channel();
         for tag in 0..10 {
             syncer.push(group(tag, &answers_tx));
@@ -237,7 +234,7 @@ mod tests {
         let (go, go_rx) = channel();
         let (done_tx, done) = channel();
         let (feed, _feed_rx) = mpsc::channel(8);
-        let mut syncer = Syncer::start(Gate { go: go_rx, done: done_tx }, feed).unwrap();
+        let mut syncer = Syncer::start("test-sync", Gate { go: go_rx, done: done_tx }, feed).unwrap();
         let (answers_tx, answers) = channel();
         syncer.push(group(1, &answers_tx));
         go.send(Err(std::io::Error::other("EIO"))).unwrap();

@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::correlations::{self, Correlated};
 use super::reader::ReaderPool;
+use super::syncer::{Committed as Durable, Syncer, WalFile};
 use super::writer::sql_error;
 use crate::config::Synchronous;
 use crate::domain::Timestamp;
@@ -111,10 +112,19 @@ impl SqliteTopics {
         namespaces: Arc<Namespaces>,
         feed: mpsc::Sender<Vec<SharedChange>>,
     ) -> Result<Self, StoreError> {
-        let conn = open_writer(path, synchronous, busy_timeout)
+        let conn = open_writer(path, busy_timeout)
             .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
         let (commands, rx) = mpsc::channel(COMMAND_QUEUE);
-        let writer = Writer { conn, namespaces, commands: rx, feed };
+        // With `full`, appends and correlations are answered and streamed after the fsync that covers them,
+        // as inbox writes are (see `syncer`).
+        let syncer = match synchronous {
+            Synchronous::Full => Some(
+                Syncer::start("herald-topics-sync", WalFile::of(path), feed.clone())
+                    .map_err(|e| StoreError::Internal(format!("cannot start the topics WAL sync thread: {e}")))?,
+            ),
+            Synchronous::Normal => None,
+        };
+        let writer = Writer { conn, namespaces, commands: rx, feed, syncer };
         let handle = std::thread::Builder::new()
             .name("herald-topics-writer".into())
             .spawn(move || writer.run())
@@ -129,14 +139,11 @@ impl SqliteTopics {
     }
 }
 
-fn open_writer(path: &Path, synchronous: Synchronous, busy_timeout: Duration) -> rusqlite::Result<Connection> {
+/// `synchronous=full` is kept by the sync thread, not by SQLite inside `COMMIT` (see `syncer`).
+fn open_writer(path: &Path, busy_timeout: Duration) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
-    let sync = match synchronous {
-        Synchronous::Full => "FULL",
-        Synchronous::Normal => "NORMAL",
-    };
-    conn.pragma_update(None, "synchronous", sync)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.busy_timeout(busy_timeout)?;
     conn.set_prepared_statement_cache_capacity(32);
     conn.execute_batch(SCHEMA)?;
@@ -159,6 +166,8 @@ struct Writer {
     namespaces: Arc<Namespaces>,
     commands: mpsc::Receiver<Command>,
     feed: mpsc::Sender<Vec<SharedChange>>,
+    /// With `full`: where committed groups wait for their fsync.
+    syncer: Option<Syncer<SharedChange>>,
 }
 
 /// An append's work, checked: the changes to write and stream, the topics whose stale rows go first, and
@@ -204,7 +213,14 @@ impl Writer {
                 }
             }
             if let Some(reply) = stop {
+                if let Some(syncer) = &mut self.syncer {
+                    syncer.finish();
+                }
                 let _ = reply.send(());
+                return;
+            }
+            if self.syncer.as_ref().is_some_and(|s| s.failed()) {
+                tracing::error!("the topics WAL could not be made durable; its writer stops, and appends fail");
                 return;
             }
         }
@@ -232,11 +248,11 @@ impl Writer {
     fn commit_correlates(&mut self, correlates: Vec<(CorrelationKey, TopicName, Reply<Correlated>)>) {
         let (bindings, replies): (Vec<_>, Vec<_>) = correlates.into_iter().map(|(k, t, r)| ((k, t), r)).unzip();
         match correlations::bind_all(&mut self.conn, &self.namespaces, &bindings, Timestamp::now()) {
-            Ok(results) => {
+            Ok(results) => self.answer(Vec::new(), move |durable| {
                 for (reply, result) in replies.into_iter().zip(results) {
-                    let _ = reply.send(Ok(result));
+                    let _ = reply.send(durable.clone().map(|()| result));
                 }
-            }
+            }),
             Err(e) => {
                 tracing::warn!(error = %e, "could not store correlations");
                 for reply in replies {
@@ -247,17 +263,29 @@ impl Writer {
     }
 
     fn finish(&self, replies: Vec<Reply<Appended>>, results: Vec<Appended>, changes: Vec<TopicChange>) {
-        if !changes.is_empty() {
-            metrics::counter!("herald_topic_events_appended_total").increment(changes.len() as u64);
-            // Streamed before the publishers hear back, so a publisher that reads on hearing 201 finds its
-            // event on every live connection's way.
-            if self.feed.blocking_send(changes.into_iter().map(Arc::new).collect()).is_err() {
-                tracing::debug!("the topic feed is closed; committed events are not streamed");
+        metrics::counter!("herald_topic_events_appended_total").increment(changes.len() as u64);
+        self.answer(changes.into_iter().map(Arc::new).collect(), move |durable| {
+            for (reply, result) in replies.into_iter().zip(results) {
+                let _ = reply.send(match &durable {
+                    Ok(()) => Ok(result),
+                    Err(e) => Err(e.clone()),
+                });
             }
+        });
+    }
+
+    /// Streams a commit's changes, then answers its callers: at once, or (with a syncer) once the fsync that
+    /// covers it has returned; in commit order either way. Streamed before the publishers hear back, so a
+    /// publisher that reads on hearing 201 finds its event on every live connection's way.
+    fn answer(&self, changes: Vec<SharedChange>, answer: impl FnOnce(Result<(), StoreError>) + Send + 'static) {
+        if let Some(syncer) = &self.syncer {
+            syncer.push(Durable { answer: Box::new(answer), events: changes });
+            return;
         }
-        for (reply, result) in replies.into_iter().zip(results) {
-            let _ = reply.send(Ok(result));
+        if !changes.is_empty() && self.feed.blocking_send(changes).is_err() {
+            tracing::debug!("the topic feed is closed; committed events are not streamed");
         }
+        answer(Ok(()));
     }
 
     /// Runs the appends in one transaction; a refused append writes nothing and leaves the others be.

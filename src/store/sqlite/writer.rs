@@ -78,7 +78,7 @@ pub struct Writer {
     pub ids: IdSource,
     /// With `synchronous=full`: where committed groups wait for their fsync before anyone hears of them (see
     /// `syncer`). Without (`normal`), callers are answered at commit.
-    pub syncer: Option<Syncer>,
+    pub syncer: Option<Syncer<InboxEvent>>,
 }
 
 /// What a command produced, before the commit decides whether its caller hears it.
@@ -147,7 +147,7 @@ impl Writer {
             };
             self.merge(mode);
             self.restart_wal_if_long();
-            if self.syncer.as_ref().is_some_and(Syncer::failed) {
+            if self.syncer.as_ref().is_some_and(|s| s.failed()) {
                 tracing::error!("the WAL could not be made durable; the writer stops, and writes fail");
                 return;
             }
