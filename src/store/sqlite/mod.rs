@@ -105,13 +105,7 @@ impl Sqlite {
         let (commands, rx) = mpsc::channel(COMMAND_QUEUE);
         let delivered: PendingDelivered = Arc::new(Mutex::new(Vec::new()));
         // With `full`, commits are answered from the sync thread, after the fsync that covers them.
-        let syncer = match options.synchronous {
-            Synchronous::Full => Some(
-                syncer::Syncer::start("herald-sqlite-sync", syncer::WalFile::of(path), feed.clone())
-                    .map_err(|e| StoreError::Internal(format!("cannot start the WAL sync thread: {e}")))?,
-            ),
-            Synchronous::Normal => None,
-        };
+        let syncer = syncer::Syncer::for_database("herald-sqlite-sync", path, options.synchronous, feed.clone())?;
         let writer = Writer {
             conn,
             committed,

@@ -30,6 +30,7 @@ use std::time::Instant;
 
 use tokio::sync::mpsc;
 
+use crate::config::Synchronous;
 use crate::store::StoreError;
 
 /// How many committed groups may wait for their fsync before the writer waits too.
@@ -98,6 +99,22 @@ impl<E: Send + 'static> Syncer<E> {
         let flag = failed.clone();
         let thread = std::thread::Builder::new().name(name.into()).spawn(move || run(sync, rx, feed, flag))?;
         Ok(Self { groups: Some(groups), thread: Some(thread), failed })
+    }
+
+    /// The syncer a store's writer needs for `synchronous`: one for the WAL of `database` with `full`, none
+    /// with `normal` (the writer then answers at commit). `name` is the thread's name.
+    pub fn for_database(
+        name: &str,
+        database: &Path,
+        synchronous: Synchronous,
+        feed: mpsc::Sender<Vec<E>>,
+    ) -> Result<Option<Self>, StoreError> {
+        match synchronous {
+            Synchronous::Full => Self::start(name, WalFile::of(database), feed)
+                .map(Some)
+                .map_err(|e| StoreError::Internal(format!("cannot start the WAL sync thread {name}: {e}"))),
+            Synchronous::Normal => Ok(None),
+        }
     }
 }
 
@@ -193,60 +210,69 @@ mod tests {
         Committed { answer: Box::new(move |r| drop(answers.send((tag, r)))), events: Vec::new() }
     }
 
-    #[test]
-    fn a_group_is_answered_only_after_the_fsync_that_covers_it() {
+    /// A syncer whose every fsync waits for `go`'s next result, with `done` told after each, and a channel
+    /// its groups' answers arrive on.
+    struct Gated {
+        syncer: Syncer<()>,
+        go: Sender<std::io::Result<()>>,
+        done: Receiver<()>,
+        answers_tx: Sender<(u32, Result<(), StoreError>)>,
+        answers: Receiver<(u32, Result<(), StoreError>)>,
+    }
+
+    fn gated() -> Gated {
         let (go, go_rx) = channel();
         let (done_tx, done) = channel();
-        let (feed, _feed_rx) = mpsc::channel(8);
-        let mut syncer = Syncer::start("test-sync", Gate { go: go_rx, done: done_tx }, feed).unwrap();
+        // The fanout end is dropped: these groups stream nothing.
+        let (feed, _) = mpsc::channel(8);
+        let syncer = Syncer::start("test-sync", Gate { go: go_rx, done: done_tx }, feed).unwrap();
         let (answers_tx, answers) = channel();
-        syncer.push(group(1, &answers_tx));
+        Gated { syncer, go, done, answers_tx, answers }
+    }
+
+    #[test]
+    fn a_group_is_answered_only_after_the_fsync_that_covers_it() {
+        let mut t = gated();
+        t.syncer.push(group(1, &t.answers_tx));
         // The sync is held: no answer may come.
-        assert!(answers.recv_timeout(Duration::from_millis(100)).is_err());
-        go.send(Ok(())).unwrap();
-        done.recv_timeout(Duration::from_secs(5)).unwrap();
-        let (tag, result) = answers.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert!(t.answers.recv_timeout(Duration::from_millis(100)).is_err());
+        t.go.send(Ok(())).unwrap();
+        t.done.recv_timeout(Duration::from_secs(5)).unwrap();
+        let (tag, result) = t.answers.recv_timeout(Duration::from_secs(5)).unwrap();
         assert_eq!(tag, 1);
         assert!(result.is_ok());
-        syncer.finish();
+        t.syncer.finish();
     }
 
     #[test]
     fn groups_are_answered_in_commit_order_and_finish_waits_for_all() {
-        let (go, go_rx) = channel();
-        let (done_tx, _done) = channel();
-        let (feed, _feed_rx) = mpsc::channel(8);
-        let mut syncer = Syncer::start("test-sync", Gate { go: go_rx, done: done_tx }, feed).unwrap();
-        let (answers_tx, answers) = channel();
+        let mut t = gated();
         for tag in 0..10 {
-            syncer.push(group(tag, &answers_tx));
+            t.syncer.push(group(tag, &t.answers_tx));
         }
         for _ in 0..10 {
-            go.send(Ok(())).unwrap();
+            t.go.send(Ok(())).unwrap();
         }
-        syncer.finish();
-        let tags: Vec<u32> = answers.try_iter().map(|(tag, r)| r.map(|()| tag).unwrap()).collect();
+        t.syncer.finish();
+        let tags: Vec<u32> = t.answers.try_iter().map(|(tag, r)| r.map(|()| tag).unwrap()).collect();
         assert_eq!(tags, (0..10).collect::<Vec<_>>());
     }
 
     #[test]
     fn a_failed_fsync_refuses_its_groups_and_every_later_one() {
-        let (go, go_rx) = channel();
-        let (done_tx, done) = channel();
-        let (feed, _feed_rx) = mpsc::channel(8);
-        let mut syncer = Syncer::start("test-sync", Gate { go: go_rx, done: done_tx }, feed).unwrap();
-        let (answers_tx, answers) = channel();
-        syncer.push(group(1, &answers_tx));
-        go.send(Err(std::io::Error::other("EIO"))).unwrap();
-        done.recv_timeout(Duration::from_secs(5)).unwrap();
-        let (_, first) = answers.recv_timeout(Duration::from_secs(5)).unwrap();
+        let mut t = gated();
+        t.syncer.push(group(1, &t.answers_tx));
+        t.go.send(Err(std::io::Error::other("EIO"))).unwrap();
+        t.done.recv_timeout(Duration::from_secs(5)).unwrap();
+        let (_, first) = t.answers.recv_timeout(Duration::from_secs(5)).unwrap();
         assert!(matches!(first, Err(StoreError::Unavailable(_))));
-        assert!(syncer.failed());
+        assert!(t.syncer.failed());
         // A later group is refused without another sync being tried.
-        syncer.push(group(2, &answers_tx));
-        let (_, second) = answers.recv_timeout(Duration::from_secs(5)).unwrap();
+        t.syncer.push(group(2, &t.answers_tx));
+        let (_, second) = t.answers.recv_timeout(Duration::from_secs(5)).unwrap();
         assert!(matches!(second, Err(StoreError::Unavailable(_))));
-        syncer.finish();
+        t.syncer.finish();
+        assert!(t.done.try_recv().is_err(), "no fsync was tried after the failed one");
     }
 
     #[test]
@@ -258,8 +284,9 @@ mod tests {
         std::fs::write(dir.path().join("x.db-wal"), b"frames").unwrap();
         wal.sync().unwrap();
         let first = wal.open.as_ref().unwrap().1;
-        std::fs::remove_file(dir.path().join("x.db-wal")).unwrap();
-        std::fs::write(dir.path().join("x.db-wal"), b"other frames").unwrap();
+        // The new file exists before the old one goes, so the two cannot share an inode number.
+        std::fs::write(dir.path().join("x.db-wal.new"), b"other frames").unwrap();
+        std::fs::rename(dir.path().join("x.db-wal.new"), dir.path().join("x.db-wal")).unwrap();
         wal.sync().unwrap();
         assert_ne!(wal.open.as_ref().unwrap().1, first);
     }

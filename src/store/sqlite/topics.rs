@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::correlations::{self, Correlated};
 use super::reader::ReaderPool;
-use super::syncer::{Committed as Durable, Syncer, WalFile};
+use super::syncer::{Committed as Durable, Syncer};
 use super::writer::sql_error;
 use crate::config::Synchronous;
 use crate::domain::Timestamp;
@@ -117,13 +117,7 @@ impl SqliteTopics {
         let (commands, rx) = mpsc::channel(COMMAND_QUEUE);
         // With `full`, appends and correlations are answered and streamed after the fsync that covers them,
         // as inbox writes are (see `syncer`).
-        let syncer = match synchronous {
-            Synchronous::Full => Some(
-                Syncer::start("herald-topics-sync", WalFile::of(path), feed.clone())
-                    .map_err(|e| StoreError::Internal(format!("cannot start the topics WAL sync thread: {e}")))?,
-            ),
-            Synchronous::Normal => None,
-        };
+        let syncer = Syncer::for_database("herald-topics-sync", path, synchronous, feed.clone())?;
         let writer = Writer { conn, namespaces, commands: rx, feed, syncer };
         let handle = std::thread::Builder::new()
             .name("herald-topics-writer".into())
