@@ -32,6 +32,18 @@ enum Command {
     Dlq(DlqArgs),
     /// Print the GraphQL schema (SDL) served at /graphql.
     GraphqlSchema,
+    /// Bring the database's schema up to this build's (serve does it at start too); refuses a schema that a
+    /// newer Herald has migrated.
+    Migrate(MigrateArgs),
+}
+
+#[derive(Args)]
+struct MigrateArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// The database, as for serve (sqlite://PATH or postgres://…).
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
 }
 
 #[derive(Args)]
@@ -138,7 +150,27 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", crate::transport::graphql::sdl());
             Ok(())
         }
+        Command::Migrate(args) => migrate(args).await,
     }
+}
+
+async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
+    let settings = settings(&args.config, Layer { database_url: args.database_url, ..Layer::default() })?;
+    match &settings.database {
+        crate::config::DatabaseUrl::Postgres(url) => {
+            let version = crate::store::postgres::run_migrations(url.expose()).await?;
+            println!("herald migrate: the PostgreSQL schema is at version {version}");
+        }
+        crate::config::DatabaseUrl::Sqlite(path) => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            }
+            let version = crate::store::sqlite::migrate_file(path)
+                .with_context(|| format!("migrating the SQLite store at {}", path.display()))?;
+            println!("herald migrate: the SQLite schema of {} is at version {version}", path.display());
+        }
+    }
+    Ok(())
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {

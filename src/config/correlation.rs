@@ -63,7 +63,7 @@ pub fn resolve(
             ))
         }
         (Some(url), Some(query)) => {
-            let url = check_url(url)?;
+            let url = check_url("correlation_database_url", url)?;
             let params = check_query(&query).map_err(|m| invalid("correlation_query", m))?;
             Some(LookupSettings { url, query, params })
         }
@@ -71,9 +71,9 @@ pub fn resolve(
     Ok(CorrelationSettings { namespace, lookup })
 }
 
-/// A `postgres://` URL the client can read. Messages never repeat the URL: it may hold a password.
-fn check_url(url: String) -> Result<Secret, ConfigError> {
-    let key = "correlation_database_url";
+/// A `postgres://` URL the client can read, for setting `key`. Messages never repeat the URL: it may hold a
+/// password.
+pub(super) fn check_url(key: &'static str, url: String) -> Result<Secret, ConfigError> {
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
         return Err(invalid(key, "expected a URL like postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE"));
     }

@@ -255,6 +255,8 @@ pub enum Synchronous {
 #[derive(Debug, Clone)]
 pub enum DatabaseUrl {
     Sqlite(PathBuf),
+    /// A `postgres://` URL; it may hold a password.
+    Postgres(Secret),
 }
 
 #[derive(Debug, Clone)]
@@ -460,8 +462,14 @@ fn parse_database_url(url: &str) -> Result<DatabaseUrl, ConfigError> {
         }
         return Ok(DatabaseUrl::Sqlite(PathBuf::from(path)));
     }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return correlation::check_url("database_url", url.to_owned()).map(DatabaseUrl::Postgres);
+    }
     let scheme = url.split(':').next().unwrap_or_default();
-    Err(invalid("database_url", format!("unsupported scheme {scheme:?}: this build stores in SQLite (sqlite://PATH)")))
+    Err(invalid(
+        "database_url",
+        format!("unsupported scheme {scheme:?}: expected sqlite://PATH or postgres://USER@HOST[:PORT]/DATABASE"),
+    ))
 }
 
 /// A `redis://` URL, checked the way the client will read it. Messages never repeat the URL: it may hold a

@@ -1,9 +1,12 @@
-//! Storage: the durable inbox behind a trait, with SQLite as the embedded backend.
+//! Storage: the durable inbox behind a trait, with SQLite as the embedded backend and PostgreSQL for a
+//! cluster of nodes.
 //!
 //! Architecture invariant: a change is committed before it is acknowledged or pushed. Backends emit an
 //! [`InboxEvent`] for each committed change, in commit order, on the feed given to them at open; that feed is
 //! the only source of live pushes.
 
+pub mod command;
+pub mod postgres;
 pub mod sqlite;
 pub mod topics;
 
@@ -67,6 +70,27 @@ pub const BACKLOG_BYTES: usize = 1024 * 1024;
 /// The approximate encoded size of a notification, for [`BACKLOG_BYTES`].
 pub fn approximate_size(n: &Notification) -> usize {
     256 + n.data.get().len() + n.title.as_ref().map_or(0, String::len) + n.message.as_ref().map_or(0, String::len)
+}
+
+/// Bounds a snapshot to [`BACKLOG_BYTES`] of content (always at least one item).
+#[derive(Default)]
+pub(crate) struct Budget {
+    size: usize,
+    /// An item was refused: the snapshot stopped early.
+    pub(crate) trimmed: bool,
+}
+
+impl Budget {
+    /// Adds `n` to `items` if it fits; returns whether it did.
+    pub(crate) fn admit(&mut self, n: Notification, items: &mut Vec<Notification>) -> bool {
+        self.size += approximate_size(&n);
+        if self.size > BACKLOG_BYTES && !items.is_empty() {
+            self.trimmed = true;
+            return false;
+        }
+        items.push(n);
+        true
+    }
 }
 
 /// Where a connecting client's backlog starts.

@@ -18,6 +18,7 @@ mod keepalive;
 mod lifecycle;
 mod observability;
 mod offline;
+mod postgres;
 mod read_sync;
 mod reconnect;
 mod rest;

@@ -25,7 +25,10 @@ fn is_wal(path: &Path) -> bool {
 
 #[tokio::test]
 async fn by_default_the_inbox_lives_in_a_wal_sqlite_file_under_the_data_dir() {
-    let mut app = TestApp::spawn().await;
+    let mut app = TestApp::spawn_with(|s| {
+        s.sqlite_only();
+    })
+    .await;
     let published = app.notify_many("alice", "n", 3).await;
 
     // The inbox's file, and beside it the topics' (their own file, with their own writer).

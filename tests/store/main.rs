@@ -1,6 +1,8 @@
-//! The store conformance suite: what every `Store` backend must do, run against each one. Today that is
-//! SQLite; PostgreSQL joins with its issue by adding a `#[tokio::test]` that opens it and calls the same
-//! checks.
+//! The store conformance suite: what every `Store` backend must do, run against each one: SQLite (with three
+//! merge policies) and PostgreSQL (a schema of its own per test, see `postgres`). Checks particular to one
+//! backend follow, prefixed with its name.
+
+mod postgres;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,7 +17,8 @@ use tokio::sync::mpsc;
 struct Backend {
     store: Arc<dyn Store>,
     feed: mpsc::Receiver<Vec<InboxEvent>>,
-    _dir: tempfile::TempDir,
+    /// What the backend's data lives in (a temp dir, a schema), removed when the test ends.
+    _data: Box<dyn std::any::Any + Send>,
 }
 
 fn sqlite() -> Backend {
@@ -36,7 +39,7 @@ fn sqlite_with(options: Options) -> Backend {
     let dir = tempfile::tempdir().expect("temp dir");
     let (tx, feed) = mpsc::channel(1024);
     let store = Sqlite::open_with(&dir.path().join("herald.db"), options, tx).expect("open sqlite");
-    Backend { store: Arc::new(store), feed, _dir: dir }
+    Backend { store: Arc::new(store), feed, _data: Box::new(dir) }
 }
 
 fn user(name: &str) -> UserId {
@@ -248,7 +251,17 @@ macro_rules! sqlite_conformance {
     };
 }
 
-sqlite_conformance!(
+/// Every check above, against each backend.
+macro_rules! conformance {
+    ($($check:ident),* $(,)?) => {
+        sqlite_conformance!($($check),*);
+        mod postgres_default {
+            $(#[tokio::test] async fn $check() { super::$check(super::postgres::backend().await).await; })*
+        }
+    };
+}
+
+conformance!(
     counts_follow_every_change,
     other_users_are_invisible,
     idempotency_returns_the_original,
@@ -392,7 +405,7 @@ async fn sqlite_is_durable_across_reopen() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_wal_stays_bounded_under_sustained_writes() {
     let backend = sqlite();
-    let wal = backend._dir.path().join("herald.db-wal");
+    let wal = backend._data.downcast_ref::<tempfile::TempDir>().expect("a SQLite backend").path().join("herald.db-wal");
     let mut feed = backend.feed;
     tokio::spawn(async move { while feed.recv().await.is_some() {} });
     let peak = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -425,7 +438,7 @@ async fn sqlite_wal_stays_bounded_under_sustained_writes() {
 /// with everything unread and under the limit, every snapshot holds exactly `unread_count` items.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_snapshots_agree_with_their_counts_under_writes() {
-    let Backend { store, mut feed, _dir } = sqlite_with(Options { merge_rows: 5, ..merge_eagerly() });
+    let Backend { store, mut feed, _data } = sqlite_with(Options { merge_rows: 5, ..merge_eagerly() });
     tokio::spawn(async move { while feed.recv().await.is_some() {} });
     let alice = user("alice");
     let writer = {

@@ -144,6 +144,14 @@ impl Sqlite {
     }
 }
 
+/// Opens (creating) the database at `path`, runs its migrations and returns its schema version: `herald
+/// migrate`. What a migration leaves to the writer's recovery (see `merge::prepare`) happens at the next open.
+pub fn migrate_file(path: &Path) -> Result<i64, StoreError> {
+    let conn = writer::open(path, Duration::from_secs(5))
+        .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+    conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(writer::sql_error)
+}
+
 /// Wakes the writer every [`TICK`] while it has work waiting that no command will bring it to: delivered
 /// marks (which otherwise ride along with the next write group; a commit per batch of marks cost an fsync
 /// each, most of the writer's commits when small batches were published), and ids waiting for a merge (the

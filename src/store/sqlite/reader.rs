@@ -12,8 +12,8 @@ use tokio::sync::Semaphore;
 use super::schema::{self, COLUMNS};
 use super::tail::{self, SharedTail};
 use super::writer::sql_error;
-use crate::domain::{Notification, NotificationId, UserId};
-use crate::store::{approximate_size, ListQuery, Page, Since, Snapshot, StoreError, BACKLOG_BYTES};
+use crate::domain::{NotificationId, UserId};
+use crate::store::{Budget, ListQuery, Page, Since, Snapshot, StoreError};
 
 pub struct ReaderPool {
     path: PathBuf,
@@ -265,27 +265,6 @@ fn snapshot_in(
         }
     };
     Ok(Snapshot { unread_count, items, more, high_water })
-}
-
-/// Bounds a snapshot to [`BACKLOG_BYTES`] of content (always at least one item).
-#[derive(Default)]
-struct Budget {
-    size: usize,
-    /// An item was refused: the snapshot stopped early.
-    trimmed: bool,
-}
-
-impl Budget {
-    /// Adds `n` to `items` if it fits; returns whether it did.
-    fn admit(&mut self, n: Notification, items: &mut Vec<Notification>) -> bool {
-        self.size += approximate_size(&n);
-        if self.size > BACKLOG_BYTES && !items.is_empty() {
-            self.trimmed = true;
-            return false;
-        }
-        items.push(n);
-        true
-    }
 }
 
 pub fn ping(conn: &mut Connection) -> Result<(), StoreError> {

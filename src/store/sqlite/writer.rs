@@ -23,34 +23,12 @@ use super::schema::{self, COLUMNS, FROM};
 use super::syncer::{Committed as Durable, Syncer};
 use super::tail::{self, SharedTail};
 use crate::domain::{InboxEvent, NewNotification, Notification, NotificationId, Timestamp, UserId};
+use crate::store::command::{answer, Output};
+pub use crate::store::command::{Command, Reply};
 use crate::store::{InsertOutcome, MarkReadOutcome, StoreError};
 
 /// How many commands one transaction takes at most; bounds the latency a group adds to its first member.
 const MAX_COMMANDS_PER_GROUP: usize = 256;
-
-pub type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
-
-pub enum Command {
-    Insert {
-        items: Vec<NewNotification>,
-        reply: Reply<Vec<InsertOutcome>>,
-    },
-    MarkRead {
-        user: UserId,
-        ids: Vec<NotificationId>,
-        reply: Reply<MarkReadOutcome>,
-    },
-    MarkAllRead {
-        user: UserId,
-        reply: Reply<u64>,
-    },
-    /// Wakes an otherwise idle writer to record delivered marks and merge what is due (see `spawn_ticks`).
-    Tick,
-    /// Finish what is queued before this, then stop.
-    Shutdown {
-        reply: oneshot::Sender<()>,
-    },
-}
 
 /// Delivered marks waiting for the writer's next group; shared with the store handle.
 pub type PendingDelivered = Arc<Mutex<Vec<NotificationId>>>;
@@ -79,35 +57,6 @@ pub struct Writer {
     /// With `synchronous=full`: where committed groups wait for their fsync before anyone hears of them (see
     /// `syncer`). Without (`normal`), callers are answered at commit.
     pub syncer: Option<Syncer<InboxEvent>>,
-}
-
-/// What a command produced, before the commit decides whether its caller hears it.
-enum Output {
-    Inserted(Vec<InsertOutcome>),
-    Read(MarkReadOutcome),
-    AllRead(u64),
-    Nothing,
-}
-
-/// Answers a command's caller. A caller that gave up (its request was cancelled) is not an error: the write
-/// stands.
-fn answer(cmd: Command, result: Result<Output, StoreError>) {
-    let mismatch = || StoreError::Internal("a command produced the wrong output".into());
-    match cmd {
-        Command::Insert { reply, .. } => drop(reply.send(result.and_then(|o| match o {
-            Output::Inserted(v) => Ok(v),
-            _ => Err(mismatch()),
-        }))),
-        Command::MarkRead { reply, .. } => drop(reply.send(result.and_then(|o| match o {
-            Output::Read(v) => Ok(v),
-            _ => Err(mismatch()),
-        }))),
-        Command::MarkAllRead { reply, .. } => drop(reply.send(result.and_then(|o| match o {
-            Output::AllRead(v) => Ok(v),
-            _ => Err(mismatch()),
-        }))),
-        Command::Tick | Command::Shutdown { .. } => {}
-    }
 }
 
 pub fn sql_error(e: rusqlite::Error) -> StoreError {

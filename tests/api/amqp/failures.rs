@@ -107,7 +107,8 @@ max_delay_ms = 1000
 async fn a_transient_storage_failure_is_retried_and_then_stored_once() {
     let vhost = Vhost::create().await;
     let (app, _config) = spawn_consuming(&vhost, Some(MANY_RETRIES), |s| {
-        s.env("HERALD_SQLITE_BUSY_TIMEOUT_MS", "100");
+        // The failure is SQLite's lock, held from outside.
+        s.sqlite_only().env("HERALD_SQLITE_BUSY_TIMEOUT_MS", "100");
     })
     .await;
     let producer = Producer::connect(&vhost.url()).await;
@@ -139,7 +140,8 @@ async fn a_transient_storage_failure_is_retried_and_then_stored_once() {
 async fn a_message_that_keeps_failing_is_dead_lettered_after_its_attempts_and_replayed_once_fixed() {
     let vhost = Vhost::create().await;
     let (app, config) = spawn_consuming(&vhost, Some(FAST_RETRIES), |s| {
-        s.env("HERALD_SQLITE_BUSY_TIMEOUT_MS", "100");
+        // The failure is SQLite's lock, held from outside.
+        s.sqlite_only().env("HERALD_SQLITE_BUSY_TIMEOUT_MS", "100");
     })
     .await;
     let producer = Producer::connect(&vhost.url()).await;
@@ -230,7 +232,8 @@ jitter = 0.0
 async fn a_message_waiting_for_its_retry_does_not_hold_up_the_ones_behind_it() {
     let vhost = Vhost::create().await;
     let (app, _config) = spawn_consuming(&vhost, Some(SLOW_RETRY), |s| {
-        s.env("HERALD_SQLITE_BUSY_TIMEOUT_MS", "100");
+        // The failure is SQLite's lock, held from outside.
+        s.sqlite_only().env("HERALD_SQLITE_BUSY_TIMEOUT_MS", "100");
     })
     .await;
     let mut ws = app.connect_ws("queued").await;

@@ -20,6 +20,8 @@ pub struct TestApp {
     settings: Settings,
     server: Option<Server>,
     earlier_logs: String,
+    /// With `HERALD_TEST_STORE=postgres`: the schema the server's inbox lives in.
+    _schema: Option<super::postgres::StoreSchema>,
 }
 
 impl TestApp {
@@ -36,8 +38,16 @@ impl TestApp {
     }
 
     /// Starts a server, or returns why it did not start with its logs.
-    pub async fn try_spawn(settings: Settings) -> Result<TestApp, String> {
+    pub async fn try_spawn(mut settings: Settings) -> Result<TestApp, String> {
         let data_dir = tempfile::tempdir().expect("create a temp data dir");
+        // A test that names its database keeps it; the others get the backend the suite runs against.
+        let schema = (super::postgres::store_backend() == "postgres"
+            && !settings.sqlite_only
+            && settings.value_of("HERALD_DATABASE_URL").is_none())
+        .then(super::postgres::StoreSchema::create);
+        if let Some(schema) = &schema {
+            settings.env("HERALD_DATABASE_URL", schema.url());
+        }
         let server = Server::start(data_dir.path(), &settings).await?;
         Ok(TestApp {
             addr: server.addr,
@@ -52,6 +62,7 @@ impl TestApp {
             settings,
             server: Some(server),
             earlier_logs: String::new(),
+            _schema: schema,
         })
     }
 

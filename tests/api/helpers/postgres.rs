@@ -2,6 +2,9 @@
 //! its own per test (so tests run in parallel), holding the minting system's `tx_intents` table.
 //!
 //! A server that cannot be reached fails the test, never skips it: the machines CI runs on have it.
+//!
+//! [`StoreSchema`] is the other use: with `HERALD_TEST_STORE=postgres`, every test server stores its inbox in
+//! PostgreSQL, in an empty schema of its own, so the whole suite runs against that backend too.
 
 use std::process::Stdio;
 
@@ -58,12 +61,65 @@ impl Schema {
 
 impl Drop for Schema {
     fn drop(&mut self) {
-        // Synchronously, as the vhost's drop does: the test's runtime may be going away.
-        let _ = std::process::Command::new("psql")
-            .args([POSTGRES, "-q", "-c", &format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name)])
+        drop_schema(&self.name);
+    }
+}
+
+/// Drops a schema and everything in it, synchronously (as the vhost's drop does: the test's runtime may be
+/// going away), ignoring failures.
+fn drop_schema(name: &str) {
+    let _ = std::process::Command::new("psql")
+        .args([POSTGRES, "-q", "-c", &format!("DROP SCHEMA IF EXISTS {name} CASCADE")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Which inbox backend the suite runs against: `HERALD_TEST_STORE` (`sqlite`, the default, or `postgres`).
+pub fn store_backend() -> &'static str {
+    match std::env::var("HERALD_TEST_STORE").as_deref() {
+        Ok("postgres") => "postgres",
+        Ok("sqlite") | Err(_) => "sqlite",
+        Ok(other) => panic!("HERALD_TEST_STORE is sqlite or postgres, not {other:?}"),
+    }
+}
+
+/// An empty schema `h_<random>` for one test server's inbox, dropped when this is dropped.
+pub struct StoreSchema {
+    name: String,
+}
+
+impl StoreSchema {
+    pub fn create() -> StoreSchema {
+        let name = format!("h_{}", ulid::Ulid::new().to_string().to_lowercase());
+        let status = std::process::Command::new("psql")
+            .args([POSTGRES, "-q", "-v", "ON_ERROR_STOP=1", "-c", &format!("CREATE SCHEMA {name}")])
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+            .status()
+            .unwrap_or_else(|e| panic!("psql could not run: {e}"));
+        assert!(status.success(), "PostgreSQL at {POSTGRES}: could not create schema {name}");
+        StoreSchema { name }
+    }
+
+    /// The server's `HERALD_DATABASE_URL`.
+    pub fn url(&self) -> String {
+        format!("{POSTGRES}?options[search_path]={0}&application_name=herald-{0}", self.name)
+    }
+}
+
+/// Runs `sql` in `schema` with psql, failing the test if it fails.
+pub fn psql_in(schema: &StoreSchema, sql: &str) {
+    let out = std::process::Command::new("psql")
+        .args([POSTGRES, "-q", "-v", "ON_ERROR_STOP=1", "-c", &format!("SET search_path = {}; {sql}", schema.name)])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("psql could not run: {e}"));
+    assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+impl Drop for StoreSchema {
+    fn drop(&mut self) {
+        drop_schema(&self.name);
     }
 }

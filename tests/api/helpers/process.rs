@@ -29,6 +29,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_herald");
 pub struct Settings {
     env: Vec<(String, Option<String>)>,
     args: Vec<String>,
+    /// The test is about SQLite itself (its files, its locks): it keeps SQLite whatever backend the suite runs.
+    pub sqlite_only: bool,
 }
 
 impl Default for Settings {
@@ -39,6 +41,7 @@ impl Default for Settings {
                 ("HERALD_API_KEYS".into(), Some(API_KEY.into())),
             ],
             args: Vec::new(),
+            sqlite_only: false,
         }
     }
 }
@@ -53,6 +56,12 @@ impl Settings {
     /// Makes sure the server does not see this environment variable (not even a test default).
     pub fn unset(&mut self, key: &str) -> &mut Self {
         self.env.push((key.into(), None));
+        self
+    }
+
+    /// Keeps the inbox in SQLite under the data dir even when the suite runs against PostgreSQL.
+    pub fn sqlite_only(&mut self) -> &mut Self {
+        self.sqlite_only = true;
         self
     }
 

@@ -1,0 +1,228 @@
+//! The PostgreSQL store: the inbox in a database that several Herald nodes share.
+//!
+//! - `schema`: the tables, their versioned migrations, rows to notifications.
+//! - `writer`: this node's writer task; group commit, and the per-user lock that orders ids across nodes.
+//! - `reader`: pages, counts and snapshots, straight from the pool.
+//!
+//! A pool of connections serves both (the writer holds one per group); when the database is down, a call waits
+//! at most [`ACQUIRE_TIMEOUT`] for a connection and then fails as unavailable (503 `store_unavailable`),
+//! and the pool reconnects by itself once the database is back.
+
+mod reader;
+mod schema;
+mod writer;
+
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot};
+
+use self::writer::{Command, PendingDelivered, Writer};
+use crate::domain::{InboxEvent, NewNotification, NotificationId, UserId};
+use crate::store::{InsertOutcome, ListQuery, MarkReadOutcome, Page, Since, Snapshot, Store, StoreError, StoreHealth};
+
+/// Commands waiting for the writer; when full, callers wait, which bounds memory under overload.
+const COMMAND_QUEUE: usize = 4096;
+/// Delivered marks kept for the writer at most; past this they are dropped (they are informational).
+const MAX_PENDING_DELIVERED: usize = 1_000_000;
+/// Connections per node: the writer's, and the readers'.
+const POOL_SIZE: u32 = 16;
+/// How long a call waits for a connection before it fails as unavailable.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often an idle writer is woken to record delivered marks.
+const TICK: Duration = Duration::from_millis(200);
+/// How long `/health` waits for the database to answer.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Error)]
+pub enum OpenError {
+    #[error("the database URL is not valid: {0}")]
+    Url(String),
+    #[error("could not connect to PostgreSQL: {0}")]
+    Connect(String),
+    #[error(
+        "the database holds migration {0}, which this Herald does not know (it knows up to {1}): a newer Herald \
+         has migrated it; run that version or a later one"
+    )]
+    Newer(i64, i64),
+    #[error("migrating the database: {0}")]
+    Migrate(String),
+}
+
+/// Maps a database error to what a caller is told: the database not being there is `Unavailable` (503), a
+/// closed pool is `Closed`, anything else is internal.
+pub fn sql_error(e: sqlx::Error) -> StoreError {
+    match e {
+        sqlx::Error::PoolClosed => StoreError::Closed,
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => {
+            StoreError::Unavailable(e.to_string())
+        }
+        sqlx::Error::Database(ref d) => {
+            // Class 08: connection exceptions; 53: insufficient resources; 57P: the server shutting down or
+            // a backend terminated; 40: a transaction that met a concurrent one (after the writer's retries).
+            let code = d.code().unwrap_or_default();
+            if ["08", "53", "57P", "40"].iter().any(|class| code.starts_with(class)) {
+                StoreError::Unavailable(e.to_string())
+            } else {
+                StoreError::Internal(e.to_string())
+            }
+        }
+        other => StoreError::Internal(other.to_string()),
+    }
+}
+
+/// Where the database is, for logs and `/health`: host, port and database, never the user or password.
+fn describe(options: &PgConnectOptions) -> String {
+    format!("{}:{}/{}", options.get_host(), options.get_port(), options.get_database().unwrap_or("postgres"))
+}
+
+async fn connect(url: &str) -> Result<(PgPool, String), OpenError> {
+    let mut options = PgConnectOptions::from_str(url)
+        // The error may quote the URL, which may hold a password.
+        .map_err(|_| OpenError::Url("expected postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE".into()))?;
+    // Named in `pg_stat_activity`, unless the URL names it (e.g. one name per node).
+    if !url.contains("application_name=") {
+        options = options.application_name("herald");
+    }
+    let where_ = describe(&options);
+    let pool = PgPoolOptions::new()
+        .max_connections(POOL_SIZE)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .connect_with(options)
+        .await
+        .map_err(|e| OpenError::Connect(format!("{where_}: {e}")))?;
+    Ok((pool, where_))
+}
+
+async fn migrate(pool: &PgPool) -> Result<(), OpenError> {
+    schema::migrator().run(pool).await.map_err(|e| match e {
+        sqlx_core::migrate::MigrateError::VersionMissing(version) => {
+            OpenError::Newer(version, schema::latest_version())
+        }
+        other => OpenError::Migrate(other.to_string()),
+    })
+}
+
+/// Runs the migrations this build knows (for `herald migrate`), and returns the schema version.
+pub async fn run_migrations(url: &str) -> Result<i64, OpenError> {
+    let (pool, _) = connect(url).await?;
+    migrate(&pool).await?;
+    pool.close().await;
+    Ok(schema::latest_version())
+}
+
+pub struct Postgres {
+    pool: PgPool,
+    where_: String,
+    commands: mpsc::Sender<Command>,
+    delivered: PendingDelivered,
+    writer: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Postgres {
+    /// Connects, migrates (refusing a schema newer than this build's), and starts the writer task. Committed
+    /// changes are sent on `feed`, in this node's commit order.
+    pub async fn open(url: &str, feed: mpsc::Sender<Vec<InboxEvent>>) -> Result<Self, OpenError> {
+        let (pool, where_) = connect(url).await?;
+        migrate(&pool).await?;
+        let (commands, rx) = mpsc::channel(COMMAND_QUEUE);
+        let delivered: PendingDelivered = Arc::new(Mutex::new(Vec::new()));
+        let writer = Writer {
+            pool: pool.clone(),
+            commands: rx,
+            feed,
+            delivered: delivered.clone(),
+            ids: writer::NodeIds::new(),
+        };
+        let handle = tokio::spawn(writer.run());
+        spawn_ticks(commands.downgrade(), delivered.clone());
+        tracing::info!(database = %where_, "PostgreSQL store open");
+        Ok(Self { pool, where_, commands, delivered, writer: tokio::sync::Mutex::new(Some(handle)) })
+    }
+
+    async fn write<T>(&self, make: impl FnOnce(writer::Reply<T>) -> Command) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(make(reply)).await.map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+/// Wakes the writer every [`TICK`] while delivered marks wait and no write brings it to them.
+fn spawn_ticks(commands: mpsc::WeakSender<Command>, delivered: PendingDelivered) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(TICK).await;
+            let Some(commands) = commands.upgrade() else { return };
+            if delivered.lock().map(|pending| !pending.is_empty()).unwrap_or(false) {
+                let _ = commands.try_send(Command::Tick);
+            }
+        }
+    });
+}
+
+#[async_trait]
+impl Store for Postgres {
+    async fn insert(&self, items: Vec<NewNotification>) -> Result<Vec<InsertOutcome>, StoreError> {
+        self.write(|reply| Command::Insert { items, reply }).await
+    }
+
+    async fn list(&self, user: &UserId, query: ListQuery) -> Result<Page, StoreError> {
+        reader::list(&self.pool, user, query).await
+    }
+
+    async fn unread_count(&self, user: &UserId) -> Result<u64, StoreError> {
+        reader::unread_count(&self.pool, user).await
+    }
+
+    async fn snapshot(&self, user: &UserId, since: Since) -> Result<Snapshot, StoreError> {
+        reader::snapshot(&self.pool, user, since).await
+    }
+
+    async fn mark_read(&self, user: &UserId, ids: Vec<NotificationId>) -> Result<MarkReadOutcome, StoreError> {
+        let user = user.clone();
+        self.write(|reply| Command::MarkRead { user, ids, reply }).await
+    }
+
+    async fn mark_all_read(&self, user: &UserId) -> Result<u64, StoreError> {
+        let user = user.clone();
+        self.write(|reply| Command::MarkAllRead { user, reply }).await
+    }
+
+    fn mark_delivered(&self, user: &UserId, ids: &[NotificationId]) {
+        if ids.is_empty() {
+            return;
+        }
+        let Ok(mut pending) = self.delivered.lock() else { return };
+        if pending.len() + ids.len() > MAX_PENDING_DELIVERED {
+            metrics::counter!("herald_delivered_marks_dropped_total").increment(ids.len() as u64);
+            return;
+        }
+        pending.extend(ids.iter().map(|id| (user.clone(), *id)));
+    }
+
+    async fn health(&self) -> StoreHealth {
+        let ping = tokio::time::timeout(HEALTH_TIMEOUT, sqlx::query("SELECT 1").execute(&self.pool)).await;
+        let (ok, detail) = match ping {
+            _ if self.commands.is_closed() => (false, format!("the writer for {} has stopped", self.where_)),
+            Ok(Ok(_)) => (true, self.where_.clone()),
+            Ok(Err(e)) => (false, format!("{}: {}", self.where_, sql_error(e))),
+            Err(_) => (false, format!("{}: no answer in {} s", self.where_, HEALTH_TIMEOUT.as_secs())),
+        };
+        StoreHealth { ok, backend: "postgres", detail }
+    }
+
+    async fn shutdown(&self) {
+        let (reply, done) = oneshot::channel();
+        if self.commands.send(Command::Shutdown { reply }).await.is_ok() {
+            let _ = done.await;
+        }
+        if let Some(handle) = self.writer.lock().await.take() {
+            let _ = handle.await;
+        }
+        self.pool.close().await;
+    }
+}

@@ -1,0 +1,102 @@
+//! The PostgreSQL schema, its versioned migrations, and the mapping between rows and notifications.
+//!
+//! Migrations run at start and by `herald migrate`, through sqlx's migrator: each is recorded with a checksum
+//! in `_sqlx_migrations`, under an advisory lock (nodes starting together migrate once), and a database that
+//! holds a migration this build does not know (a newer Herald migrated it) is refused rather than used.
+//!
+//! The layout:
+//! - `herald_users` holds, per user, the newest notification id and the total and unread counts. A write
+//!   that creates notifications locks its users' rows first; that lock is what orders a user's notifications
+//!   across nodes (see [`super::writer`]), and the counts change in the same transaction as the rows.
+//! - `notifications` is clustered by its primary key `(user_id, id)`: a user's inbox is one index range, newest
+//!   last. Ids are ULIDs stored as `uuid` (16 bytes, compared as bytes, so in ULID order). `data` is text: the
+//!   JSON object exactly as the publisher sent it, sent on as is. Timestamps are milliseconds since the epoch.
+//! - A partial index over unread rows serves the unread backlog and `mark_all_read` without reading the rest.
+
+use std::borrow::Cow;
+
+use serde_json::value::RawValue;
+use sqlx::postgres::PgRow;
+use sqlx::Row;
+use sqlx_core::migrate::{Migration, MigrationType, Migrator};
+use uuid::Uuid;
+
+use crate::domain::{Notification, NotificationId, Timestamp, UserId};
+use crate::store::StoreError;
+
+/// Migrations in order: (version, description, SQL). Never edit one that has shipped: add the next.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "inbox",
+    r#"
+CREATE TABLE herald_users (
+    user_id text PRIMARY KEY,
+    last_id uuid,                      -- the user's newest notification id
+    total   bigint NOT NULL DEFAULT 0,
+    unread  bigint NOT NULL DEFAULT 0
+);
+CREATE TABLE notifications (
+    user_id         text NOT NULL,
+    id              uuid NOT NULL,     -- a ULID: sorts by creation time, increasing per user in commit order
+    type            text NOT NULL,
+    title           text,
+    message         text,
+    data            text NOT NULL,     -- a JSON object, stored as sent
+    created_at      bigint NOT NULL,   -- milliseconds since the Unix epoch
+    delivered_at    bigint,
+    read_at         bigint,
+    idempotency_key text,
+    PRIMARY KEY (user_id, id)
+);
+CREATE UNIQUE INDEX notifications_idempotency
+    ON notifications (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
+CREATE INDEX notifications_unread ON notifications (user_id, id) WHERE read_at IS NULL;
+"#,
+)];
+
+pub fn migrator() -> Migrator {
+    let migrations = MIGRATIONS
+        .iter()
+        .map(|(version, description, sql)| {
+            Migration::new(*version, Cow::Borrowed(*description), MigrationType::Simple, Cow::Borrowed(*sql), false)
+        })
+        .collect::<Vec<_>>();
+    Migrator { migrations: Cow::Owned(migrations), ignore_missing: false, locking: true, no_tx: false }
+}
+
+/// The newest migration this build knows.
+pub fn latest_version() -> i64 {
+    MIGRATIONS.last().map_or(0, |(version, _, _)| *version)
+}
+
+/// The columns every query that returns notifications selects, in the order [`from_row`] reads them.
+pub const COLUMNS: &str = "id, user_id, type, title, message, data, created_at, delivered_at, read_at";
+
+pub fn uuid(id: NotificationId) -> Uuid {
+    Uuid::from_u128(id.as_u128())
+}
+
+pub fn id(uuid: Uuid) -> NotificationId {
+    NotificationId::from_ulid(ulid::Ulid(uuid.as_u128()))
+}
+
+pub fn from_row(row: &PgRow) -> Result<Notification, StoreError> {
+    let corrupt = |what: &str| StoreError::Internal(format!("a stored notification has {what}"));
+    let data: String = row.try_get("data").map_err(super::sql_error)?;
+    let user: String = row.try_get("user_id").map_err(super::sql_error)?;
+    let delivered_at: Option<i64> = row.try_get("delivered_at").map_err(super::sql_error)?;
+    let read_at: Option<i64> = row.try_get("read_at").map_err(super::sql_error)?;
+    Ok(Notification {
+        id: id(row.try_get("id").map_err(super::sql_error)?),
+        user_id: UserId::parse(&user).map_err(|_| corrupt("an invalid user id"))?,
+        kind: row.try_get("type").map_err(super::sql_error)?,
+        title: row.try_get("title").map_err(super::sql_error)?,
+        message: row.try_get("message").map_err(super::sql_error)?,
+        data: RawValue::from_string(data).map_err(|_| corrupt("data that is not JSON"))?,
+        created_at: Timestamp(row.try_get("created_at").map_err(super::sql_error)?),
+        delivered: delivered_at.is_some(),
+        delivered_at: delivered_at.map(Timestamp),
+        read: read_at.is_some(),
+        read_at: read_at.map(Timestamp),
+    })
+}

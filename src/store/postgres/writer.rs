@@ -1,0 +1,577 @@
+//! The node's writer: one task commits every write of this node in groups, one transaction per group.
+//!
+//! As with SQLite, each write is a [`Command`] on one channel; the task takes the first command and everything
+//! queued behind it (up to a bound) and runs them in one transaction. Consecutive creates are written
+//! together: one statement locks their users, one inserts every row (`INSERT … SELECT FROM unnest`), one
+//! moves the users' newest ids and counts. If the group fails, each command is tried again on its own, so
+//! only a failing one fails (a lost connection fails them all as unavailable).
+//!
+//! **Order across nodes.** Several nodes write to one database, each through its own writer, so a
+//! notification id cannot simply come from one generator in commit order. What clients rely on is per user:
+//! what a client has seen (by `since`, or by the snapshot's high-water mark) must be a prefix of that user's
+//! commits. So a transaction that creates notifications first locks its users' `herald_users` rows (in user
+//! order, so two groups cannot wait on each other), reads each user's newest id, and gives each new
+//! notification an id above it (and above this node's previous one). The lock is held until commit, so the
+//! next transaction for that user, on any node, reads the id this one wrote: per user, ids increase in commit
+//! order, and a reader that has seen an id has seen every id below it. `mark_all_read` takes the same lock, so
+//! it cannot miss a notification being created beside it and leave the unread count wrong.
+//!
+//! This node's committed changes go out on the feed in commit order, because one task commits them.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use sqlx::postgres::PgPool;
+use sqlx::{Postgres, Row, Transaction};
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use super::schema::{self, COLUMNS};
+use super::sql_error;
+use crate::domain::{InboxEvent, NewNotification, Notification, NotificationId, Timestamp, UserId};
+use crate::store::command::{answer, Output};
+pub use crate::store::command::{Command, Reply};
+use crate::store::{InsertOutcome, MarkReadOutcome, StoreError};
+
+/// How many commands one transaction takes at most.
+const MAX_COMMANDS_PER_GROUP: usize = 512;
+/// How many notifications one transaction creates at most (a command is never split).
+const MAX_ROWS_PER_GROUP: usize = 8192;
+/// How often a group that hit a deadlock or a serialization failure is tried again before it fails.
+const RETRIES: usize = 3;
+
+/// Delivered marks waiting for the writer; shared with the store handle.
+pub type PendingDelivered = Arc<Mutex<Vec<(UserId, NotificationId)>>>;
+
+pub struct Writer {
+    pub pool: PgPool,
+    pub commands: mpsc::Receiver<Command>,
+    pub feed: mpsc::Sender<Vec<InboxEvent>>,
+    pub delivered: PendingDelivered,
+    pub ids: NodeIds,
+}
+
+fn rows(cmd: &Command) -> usize {
+    match cmd {
+        Command::Insert { items, .. } => items.len(),
+        _ => 1,
+    }
+}
+
+/// Why a transaction failed, and so what the writer does next.
+enum Failure {
+    /// A deadlock or serialization failure: the same transaction may succeed if tried again.
+    Retry(StoreError),
+    /// Any other error.
+    Fail(StoreError),
+}
+
+impl Failure {
+    fn error(self) -> StoreError {
+        match self {
+            Failure::Retry(e) | Failure::Fail(e) => e,
+        }
+    }
+}
+
+fn failure(e: sqlx::Error) -> Failure {
+    let retryable = e.as_database_error().and_then(|d| d.code()).is_some_and(|code| code == "40P01" || code == "40001");
+    if retryable {
+        Failure::Retry(sql_error(e))
+    } else {
+        Failure::Fail(sql_error(e))
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        Failure::Fail(e)
+    }
+}
+
+impl Writer {
+    pub async fn run(mut self) {
+        while let Some(first) = self.commands.recv().await {
+            let mut weight = rows(&first);
+            let mut group = vec![first];
+            while group.len() < MAX_COMMANDS_PER_GROUP && weight < MAX_ROWS_PER_GROUP {
+                match self.commands.try_recv() {
+                    Ok(cmd) => {
+                        weight += rows(&cmd);
+                        group.push(cmd);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let started = Instant::now();
+            let size = group.len();
+            let stop = self.commit_group(group).await;
+            self.record_delivered().await;
+            metrics::histogram!("herald_store_commit_seconds").record(started.elapsed().as_secs_f64());
+            metrics::histogram!("herald_store_group_size").record(size as f64);
+            if let Some(reply) = stop {
+                let _ = reply.send(());
+                return;
+            }
+        }
+    }
+
+    async fn commit_group(&mut self, group: Vec<Command>) -> Option<oneshot::Sender<()>> {
+        let mut stop = None;
+        let mut work = Vec::with_capacity(group.len());
+        for cmd in group {
+            match cmd {
+                Command::Shutdown { reply } => stop = Some(reply),
+                Command::Tick => {}
+                other => work.push(other),
+            }
+        }
+        if work.is_empty() {
+            return stop;
+        }
+        match self.attempt(&work).await {
+            Ok((outputs, events)) => self.deliver(work.into_iter().zip(outputs).collect(), events).await,
+            // The database is not there: trying each alone would only wait out the pool again for each.
+            Err(e @ (StoreError::Unavailable(_) | StoreError::Closed)) => {
+                for cmd in work {
+                    answer(cmd, Err(e.clone()));
+                }
+            }
+            Err(group_error) if work.len() > 1 => {
+                tracing::warn!(error = %group_error, commands = work.len(), "a write group failed; retrying each alone");
+                for cmd in work {
+                    match self.attempt(std::slice::from_ref(&cmd)).await {
+                        Ok((mut outputs, events)) => match outputs.pop() {
+                            Some(output) => self.deliver(vec![(cmd, output)], events).await,
+                            None => answer(cmd, Err(StoreError::Internal("a command produced no output".into()))),
+                        },
+                        Err(e) => answer(cmd, Err(e)),
+                    }
+                }
+            }
+            Err(e) => {
+                for cmd in work {
+                    answer(cmd, Err(e.clone()));
+                }
+            }
+        }
+        stop
+    }
+
+    /// Runs the transaction, again after a deadlock or a serialization failure.
+    async fn attempt(&mut self, work: &[Command]) -> Result<(Vec<Output>, Vec<InboxEvent>), StoreError> {
+        let mut tries = 0;
+        loop {
+            match self.transaction(work).await {
+                Ok(done) => return Ok(done),
+                Err(Failure::Retry(e)) if tries < RETRIES => {
+                    tries += 1;
+                    tracing::debug!(error = %e, tries, "a write group met a concurrent one; trying again");
+                }
+                Err(f) => return Err(f.error()),
+            }
+        }
+    }
+
+    /// Runs commands in one transaction and commits it; on any error nothing is kept.
+    async fn transaction(&mut self, work: &[Command]) -> Result<(Vec<Output>, Vec<InboxEvent>), Failure> {
+        let now = Timestamp::now();
+        let mut tx = self.pool.begin().await.map_err(failure)?;
+        let mut outputs = Vec::with_capacity(work.len());
+        let mut events = Vec::new();
+        let mut i = 0;
+        while i < work.len() {
+            match &work[i] {
+                Command::Insert { .. } => {
+                    // Consecutive creates go in together; anything else keeps its place between them.
+                    let run = work[i..].iter().take_while(|c| matches!(c, Command::Insert { .. })).count();
+                    let batches: Vec<&[NewNotification]> = work[i..i + run]
+                        .iter()
+                        .map(|c| match c {
+                            Command::Insert { items, .. } => items.as_slice(),
+                            _ => &[],
+                        })
+                        .collect();
+                    let created = insert(&mut tx, &batches, &mut self.ids, &mut events).await?;
+                    outputs.extend(created.into_iter().map(Output::Inserted));
+                    i += run;
+                }
+                Command::MarkRead { user, ids, .. } => {
+                    outputs.push(Output::Read(mark_read(&mut tx, user, ids, now, &mut events).await?));
+                    i += 1;
+                }
+                Command::MarkAllRead { user, .. } => {
+                    outputs.push(Output::AllRead(mark_all_read(&mut tx, user, now, &mut events).await?));
+                    i += 1;
+                }
+                Command::Tick | Command::Shutdown { .. } => i += 1,
+            }
+        }
+        tx.commit().await.map_err(failure)?;
+        Ok((outputs, events))
+    }
+
+    /// Sends a committed group's changes to the fanout, then answers its callers.
+    async fn deliver(&self, answered: Vec<(Command, Output)>, events: Vec<InboxEvent>) {
+        if !events.is_empty() {
+            // Waits when the fanout is behind: the backpressure that keeps memory bounded. An error means the
+            // fanout has stopped (shutdown), and there is no one left to push to.
+            let _ = self.feed.send(events).await;
+        }
+        for (cmd, output) in answered {
+            answer(cmd, Ok(output));
+        }
+    }
+
+    /// Records the delivered marks waiting, in one statement of their own: they are informational, so a
+    /// failure is only logged, and it never holds up a group.
+    async fn record_delivered(&self) {
+        let mut marks = match self.delivered.lock() {
+            Ok(mut pending) => std::mem::take(&mut *pending),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        };
+        if marks.is_empty() {
+            return;
+        }
+        // In key order, so two nodes marking the same rows take their locks in the same order.
+        marks.sort_unstable();
+        marks.dedup();
+        let users: Vec<&str> = marks.iter().map(|(u, _)| u.as_str()).collect();
+        let ids: Vec<Uuid> = marks.iter().map(|(_, id)| schema::uuid(*id)).collect();
+        let result = sqlx::query(
+            "UPDATE notifications n SET delivered_at = $1 FROM unnest($2::text[], $3::uuid[]) AS v(user_id, id) \
+             WHERE n.user_id = v.user_id AND n.id = v.id AND n.delivered_at IS NULL",
+        )
+        .bind(Timestamp::now().0)
+        .bind(&users)
+        .bind(&ids)
+        .execute(&self.pool)
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, marks = marks.len(), "could not record delivered notifications");
+        }
+    }
+}
+
+/// This node's ids: increasing on this node, and above each user's newest id wherever it was made.
+pub struct NodeIds {
+    generator: ulid::Generator,
+    last: ulid::Ulid,
+}
+
+impl NodeIds {
+    pub fn new() -> Self {
+        Self { generator: ulid::Generator::new(), last: ulid::Ulid::nil() }
+    }
+
+    /// The next id, above `floor` (the user's newest).
+    pub fn next_above(&mut self, floor: Option<ulid::Ulid>) -> Result<ulid::Ulid, StoreError> {
+        let exhausted = || StoreError::Internal("the id space is exhausted".into());
+        let mut id = self.generator.generate().map_err(|e| StoreError::Internal(e.to_string()))?;
+        if id <= self.last {
+            id = self.last.increment().ok_or_else(exhausted)?;
+        }
+        if let Some(floor) = floor.filter(|f| id <= *f) {
+            id = floor.increment().ok_or_else(exhausted)?;
+        }
+        self.last = id;
+        Ok(id)
+    }
+}
+
+impl Default for NodeIds {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Locks the users' rows (creating those that are new) and returns each one's newest id. `users` is sorted.
+async fn lock_users(
+    tx: &mut Transaction<'_, Postgres>,
+    users: &[&str],
+) -> Result<HashMap<String, Option<ulid::Ulid>>, Failure> {
+    const LOCK: &str = "SELECT user_id, last_id FROM herald_users WHERE user_id = ANY($1) ORDER BY user_id FOR UPDATE";
+    let mut newest = HashMap::with_capacity(users.len());
+    let found = sqlx::query(LOCK).bind(users).fetch_all(&mut **tx).await.map_err(failure)?;
+    read_newest(&found, &mut newest)?;
+    let missing: Vec<&str> = users.iter().copied().filter(|u| !newest.contains_key(*u)).collect();
+    if missing.is_empty() {
+        return Ok(newest);
+    }
+    // A row this transaction inserts is its own until it commits: as good as locked.
+    let added = sqlx::query(
+        "INSERT INTO herald_users (user_id) SELECT * FROM unnest($1::text[]) ON CONFLICT (user_id) DO NOTHING \
+         RETURNING user_id",
+    )
+    .bind(&missing)
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(failure)?;
+    for row in &added {
+        newest.insert(row.try_get::<String, _>(0).map_err(sql_error)?, None);
+    }
+    // Those another transaction created meanwhile: it has committed (the insert waited for it), so this new
+    // statement sees them.
+    let raced: Vec<&str> = missing.into_iter().filter(|u| !newest.contains_key(*u)).collect();
+    if !raced.is_empty() {
+        let found = sqlx::query(LOCK).bind(&raced).fetch_all(&mut **tx).await.map_err(failure)?;
+        read_newest(&found, &mut newest)?;
+    }
+    if let Some(lost) = users.iter().find(|u| !newest.contains_key(**u)) {
+        return Err(Failure::Retry(StoreError::Internal(format!("the row of user {lost:?} could not be locked"))));
+    }
+    Ok(newest)
+}
+
+fn read_newest(
+    rows: &[sqlx::postgres::PgRow],
+    newest: &mut HashMap<String, Option<ulid::Ulid>>,
+) -> Result<(), StoreError> {
+    for row in rows {
+        let user: String = row.try_get(0).map_err(sql_error)?;
+        let last: Option<Uuid> = row.try_get(1).map_err(sql_error)?;
+        newest.insert(user, last.map(|u| ulid::Ulid(u.as_u128())));
+    }
+    Ok(())
+}
+
+/// The rows one run of creates adds, column by column, for `unnest`.
+#[derive(Default)]
+struct NewRows<'a> {
+    users: Vec<&'a str>,
+    ids: Vec<Uuid>,
+    kinds: Vec<&'a str>,
+    titles: Vec<Option<&'a str>>,
+    messages: Vec<Option<&'a str>>,
+    data: Vec<&'a str>,
+    created: Vec<i64>,
+    keys: Vec<Option<&'a str>>,
+}
+
+/// Creates the notifications of several commands; returns each command's outcomes.
+async fn insert(
+    tx: &mut Transaction<'_, Postgres>,
+    batches: &[&[NewNotification]],
+    ids: &mut NodeIds,
+    events: &mut Vec<InboxEvent>,
+) -> Result<Vec<Vec<InsertOutcome>>, Failure> {
+    let mut users: Vec<&str> = batches.iter().flat_map(|b| b.iter().map(|n| n.user_id.as_str())).collect();
+    users.sort_unstable();
+    users.dedup();
+    let mut newest = lock_users(tx, &users).await?;
+
+    // The keys seen before; with the users locked, no other transaction can add one meanwhile.
+    let (key_users, keys): (Vec<&str>, Vec<&str>) = batches
+        .iter()
+        .flat_map(|b| b.iter())
+        .filter_map(|n| n.idempotency_key.as_ref().map(|k| (n.user_id.as_str(), k.as_str())))
+        .unzip();
+    let mut known: HashMap<(String, String), Arc<Notification>> = HashMap::new();
+    if !keys.is_empty() {
+        let found = sqlx::query(&format!(
+            "SELECT {COLUMNS}, idempotency_key FROM notifications \
+             WHERE (user_id, idempotency_key) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
+        ))
+        .bind(&key_users)
+        .bind(&keys)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(failure)?;
+        for row in &found {
+            let key: String = row.try_get("idempotency_key").map_err(sql_error)?;
+            let n = schema::from_row(row)?;
+            known.insert((n.user_id.as_str().to_owned(), key), Arc::new(n));
+        }
+    }
+
+    let mut rows = NewRows::default();
+    // Per user: how many this transaction creates.
+    let mut created_per_user: HashMap<&str, i64> = HashMap::new();
+    let mut outcomes = Vec::with_capacity(batches.len());
+    for batch in batches {
+        let mut batch_outcomes = Vec::with_capacity(batch.len());
+        for item in batch.iter() {
+            let key = item.idempotency_key.as_ref().map(|k| (item.user_id.as_str().to_owned(), k.as_str().to_owned()));
+            if let Some(existing) = key.as_ref().and_then(|k| known.get(k)) {
+                batch_outcomes.push(InsertOutcome::Existing(existing.clone()));
+                continue;
+            }
+            let floor = newest.get(item.user_id.as_str()).copied().flatten();
+            let ulid = ids.next_above(floor)?;
+            newest.insert(item.user_id.as_str().to_owned(), Some(ulid));
+            let id = NotificationId::from_ulid(ulid);
+            let created_at = Timestamp(i64::try_from(id.timestamp_ms()).unwrap_or(i64::MAX));
+            let notification = Arc::new(Notification {
+                id,
+                user_id: item.user_id.clone(),
+                kind: item.kind.as_str().to_owned(),
+                title: item.title.clone(),
+                message: item.message.clone(),
+                data: item.data.clone(),
+                created_at,
+                delivered: false,
+                delivered_at: None,
+                read: false,
+                read_at: None,
+            });
+            rows.users.push(item.user_id.as_str());
+            rows.ids.push(schema::uuid(id));
+            rows.kinds.push(item.kind.as_str());
+            rows.titles.push(item.title.as_deref());
+            rows.messages.push(item.message.as_deref());
+            rows.data.push(item.data.get());
+            rows.created.push(created_at.0);
+            rows.keys.push(item.idempotency_key.as_ref().map(|k| k.as_str()));
+            *created_per_user.entry(item.user_id.as_str()).or_default() += 1;
+            if let Some(key) = key {
+                // A second item with the same key, later in this transaction, gets this one.
+                known.insert(key, notification.clone());
+            }
+            events.push(InboxEvent::Created { notification: notification.clone(), received_at: item.received_at });
+            batch_outcomes.push(InsertOutcome::Created(notification));
+        }
+        outcomes.push(batch_outcomes);
+    }
+    if rows.ids.is_empty() {
+        return Ok(outcomes);
+    }
+    sqlx::query(
+        "INSERT INTO notifications (user_id, id, type, title, message, data, created_at, idempotency_key) \
+         SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], \
+         $7::int8[], $8::text[])",
+    )
+    .bind(&rows.users)
+    .bind(&rows.ids)
+    .bind(&rows.kinds)
+    .bind(&rows.titles)
+    .bind(&rows.messages)
+    .bind(&rows.data)
+    .bind(&rows.created)
+    .bind(&rows.keys)
+    .execute(&mut **tx)
+    .await
+    .map_err(failure)?;
+    let (changed_users, counts): (Vec<&str>, Vec<i64>) = created_per_user.into_iter().unzip();
+    let last_ids: Vec<Uuid> = changed_users
+        .iter()
+        .map(|u| newest.get(*u).copied().flatten().map_or(Uuid::nil(), |id| Uuid::from_u128(id.0)))
+        .collect();
+    sqlx::query(
+        "UPDATE herald_users u SET last_id = v.last_id, total = u.total + v.n, unread = u.unread + v.n \
+         FROM unnest($1::text[], $2::uuid[], $3::int8[]) AS v(user_id, last_id, n) WHERE u.user_id = v.user_id",
+    )
+    .bind(&changed_users)
+    .bind(&last_ids)
+    .bind(&counts)
+    .execute(&mut **tx)
+    .await
+    .map_err(failure)?;
+    Ok(outcomes)
+}
+
+async fn mark_read(
+    tx: &mut Transaction<'_, Postgres>,
+    user: &UserId,
+    targets: &[NotificationId],
+    now: Timestamp,
+    events: &mut Vec<InboxEvent>,
+) -> Result<MarkReadOutcome, Failure> {
+    let wanted: Vec<Uuid> = targets.iter().map(|id| schema::uuid(*id)).collect();
+    let changed = sqlx::query(
+        "UPDATE notifications SET read_at = $3 WHERE user_id = $1 AND id = ANY($2) AND read_at IS NULL RETURNING id",
+    )
+    .bind(user.as_str())
+    .bind(&wanted)
+    .bind(now.0)
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(failure)?;
+    let mut newly: Vec<NotificationId> = Vec::with_capacity(changed.len());
+    for row in &changed {
+        newly.push(schema::id(row.try_get(0).map_err(sql_error)?));
+    }
+    let found = sqlx::query(&format!("SELECT {COLUMNS} FROM notifications WHERE user_id = $1 AND id = ANY($2)"))
+        .bind(user.as_str())
+        .bind(&wanted)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(failure)?;
+    let mut by_id = HashMap::with_capacity(found.len());
+    for row in &found {
+        let n = schema::from_row(row)?;
+        by_id.insert(n.id, n);
+    }
+    // In the order asked, as SQLite answers.
+    let mut outcome = MarkReadOutcome::default();
+    for id in targets {
+        if let Some(n) = by_id.get(id) {
+            outcome.found.push(n.clone());
+        }
+        if let Some(at) = newly.iter().position(|x| x == id) {
+            outcome.newly_read.push(newly.swap_remove(at));
+        }
+    }
+    if !outcome.newly_read.is_empty() {
+        sqlx::query("UPDATE herald_users SET unread = greatest(unread - $2, 0) WHERE user_id = $1")
+            .bind(user.as_str())
+            .bind(outcome.newly_read.len() as i64)
+            .execute(&mut **tx)
+            .await
+            .map_err(failure)?;
+        events.push(InboxEvent::Read { user_id: user.clone(), ids: outcome.newly_read.clone() });
+    }
+    Ok(outcome)
+}
+
+async fn mark_all_read(
+    tx: &mut Transaction<'_, Postgres>,
+    user: &UserId,
+    now: Timestamp,
+    events: &mut Vec<InboxEvent>,
+) -> Result<u64, Failure> {
+    // The user's lock first: a create committing beside this is then either wholly before it (and marked
+    // here) or wholly after it (and counted unread after the reset).
+    let exists = sqlx::query("SELECT 1 FROM herald_users WHERE user_id = $1 FOR UPDATE")
+        .bind(user.as_str())
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(failure)?
+        .is_some();
+    let mut changed = 0;
+    if exists {
+        changed = sqlx::query("UPDATE notifications SET read_at = $2 WHERE user_id = $1 AND read_at IS NULL")
+            .bind(user.as_str())
+            .bind(now.0)
+            .execute(&mut **tx)
+            .await
+            .map_err(failure)?
+            .rows_affected();
+        sqlx::query("UPDATE herald_users SET unread = 0 WHERE user_id = $1")
+            .bind(user.as_str())
+            .execute(&mut **tx)
+            .await
+            .map_err(failure)?;
+    }
+    // Sent even when nothing changed, so a tab that missed an update converges.
+    events.push(InboxEvent::ReadAll { user_id: user.clone() });
+    Ok(changed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::NodeIds;
+
+    #[test]
+    fn ids_rise_above_the_users_newest_and_the_nodes_last() {
+        let mut ids = NodeIds::new();
+        let first = ids.next_above(None).expect("an id");
+        let second = ids.next_above(None).expect("an id");
+        assert!(second > first);
+        // Another node's clock ran ahead: this node's next id for that user still comes after it.
+        let ahead = ulid::Ulid::from_parts(first.timestamp_ms() + 60_000, 7);
+        let third = ids.next_above(Some(ahead)).expect("an id");
+        assert!(third > ahead);
+        assert!(ids.next_above(None).expect("an id") > third);
+    }
+}
