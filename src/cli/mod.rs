@@ -162,9 +162,6 @@ async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
             println!("herald migrate: the PostgreSQL schema is at version {version}");
         }
         crate::config::DatabaseUrl::Sqlite(path) => {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-            }
             let version = crate::store::sqlite::migrate_file(path)
                 .with_context(|| format!("migrating the SQLite store at {}", path.display()))?;
             println!("herald migrate: the SQLite schema of {} is at version {version}", path.display());

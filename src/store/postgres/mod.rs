@@ -4,7 +4,7 @@
 //! - `writer`: this node's writer task; group commit, and the per-user lock that orders ids across nodes.
 //! - `reader`: pages, counts and snapshots, straight from the pool.
 //!
-//! A pool of connections serves both (the writer holds one per group); when the database is down, a call waits
+//! Readers share a pool; the writer has two connections of its own. When the database is down, a call waits
 //! at most [`ACQUIRE_TIMEOUT`] for a connection and then fails as unavailable (503 `store_unavailable`),
 //! and the pool reconnects by itself once the database is back.
 
@@ -29,11 +29,11 @@ use crate::store::{InsertOutcome, ListQuery, MarkReadOutcome, Page, Since, Snaps
 const COMMAND_QUEUE: usize = 4096;
 /// Delivered marks kept for the writer at most; past this they are dropped (they are informational).
 const MAX_PENDING_DELIVERED: usize = 1_000_000;
-/// Connections per node: the writer's, and the readers'.
-const POOL_SIZE: u32 = 16;
+/// Reading connections per node (the writer has two of its own).
+const READERS: u32 = 16;
 /// How long a call waits for a connection before it fails as unavailable.
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
-/// How often an idle writer is woken to record delivered marks.
+/// How often delivered marks are recorded.
 const TICK: Duration = Duration::from_millis(200);
 /// How long `/health` waits for the database to answer.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -63,9 +63,11 @@ pub fn sql_error(e: sqlx::Error) -> StoreError {
         }
         sqlx::Error::Database(ref d) => {
             // Class 08: connection exceptions; 53: insufficient resources; 57P: the server shutting down or
-            // a backend terminated; 40: a transaction that met a concurrent one (after the writer's retries).
+            // a backend terminated; 57014: a statement cancelled; 40: a transaction that met a concurrent one
+            // (after the writer's retries); 25006: a read-only server (a standby, after a failover); 28: the
+            // login refused.
             let code = d.code().unwrap_or_default();
-            if ["08", "53", "57P", "40"].iter().any(|class| code.starts_with(class)) {
+            if ["08", "53", "57P", "57014", "40", "25006", "28"].iter().any(|class| code.starts_with(class)) {
                 StoreError::Unavailable(e.to_string())
             } else {
                 StoreError::Internal(e.to_string())
@@ -80,7 +82,7 @@ fn describe(options: &PgConnectOptions) -> String {
     format!("{}:{}/{}", options.get_host(), options.get_port(), options.get_database().unwrap_or("postgres"))
 }
 
-async fn connect(url: &str) -> Result<(PgPool, String), OpenError> {
+async fn connect(url: &str, size: u32) -> Result<(PgPool, String), OpenError> {
     let mut options = PgConnectOptions::from_str(url)
         // The error may quote the URL, which may hold a password.
         .map_err(|_| OpenError::Url("expected postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE".into()))?;
@@ -90,7 +92,7 @@ async fn connect(url: &str) -> Result<(PgPool, String), OpenError> {
     }
     let where_ = describe(&options);
     let pool = PgPoolOptions::new()
-        .max_connections(POOL_SIZE)
+        .max_connections(size)
         .acquire_timeout(ACQUIRE_TIMEOUT)
         .connect_with(options)
         .await
@@ -109,7 +111,7 @@ async fn migrate(pool: &PgPool) -> Result<(), OpenError> {
 
 /// Runs the migrations this build knows (for `herald migrate`), and returns the schema version.
 pub async fn run_migrations(url: &str) -> Result<i64, OpenError> {
-    let (pool, _) = connect(url).await?;
+    let (pool, _) = connect(url, 1).await?;
     migrate(&pool).await?;
     pool.close().await;
     Ok(schema::latest_version())
@@ -117,6 +119,7 @@ pub async fn run_migrations(url: &str) -> Result<i64, OpenError> {
 
 pub struct Postgres {
     pool: PgPool,
+    writer_pool: PgPool,
     where_: String,
     commands: mpsc::Sender<Command>,
     delivered: PendingDelivered,
@@ -127,21 +130,18 @@ impl Postgres {
     /// Connects, migrates (refusing a schema newer than this build's), and starts the writer task. Committed
     /// changes are sent on `feed`, in this node's commit order.
     pub async fn open(url: &str, feed: mpsc::Sender<Vec<InboxEvent>>) -> Result<Self, OpenError> {
-        let (pool, where_) = connect(url).await?;
+        let (pool, where_) = connect(url, READERS).await?;
         migrate(&pool).await?;
+        // The writer's own connections: readers holding every pooled connection (a reconnect storm reading
+        // backlogs) must not make writes wait for one. One for the groups, one for the delivered marks.
+        let (writer_pool, _) = connect(url, 2).await?;
         let (commands, rx) = mpsc::channel(COMMAND_QUEUE);
         let delivered: PendingDelivered = Arc::new(Mutex::new(Vec::new()));
-        let writer = Writer {
-            pool: pool.clone(),
-            commands: rx,
-            feed,
-            delivered: delivered.clone(),
-            ids: writer::NodeIds::new(),
-        };
+        let writer = Writer { pool: writer_pool.clone(), commands: rx, feed, ids: writer::NodeIds::new() };
         let handle = tokio::spawn(writer.run());
-        spawn_ticks(commands.downgrade(), delivered.clone());
+        spawn_delivered_marks(commands.downgrade(), writer_pool.clone(), delivered.clone());
         tracing::info!(database = %where_, "PostgreSQL store open");
-        Ok(Self { pool, where_, commands, delivered, writer: tokio::sync::Mutex::new(Some(handle)) })
+        Ok(Self { pool, writer_pool, where_, commands, delivered, writer: tokio::sync::Mutex::new(Some(handle)) })
     }
 
     async fn write<T>(&self, make: impl FnOnce(writer::Reply<T>) -> Command) -> Result<T, StoreError> {
@@ -151,15 +151,17 @@ impl Postgres {
     }
 }
 
-/// Wakes the writer every [`TICK`] while delivered marks wait and no write brings it to them.
-fn spawn_ticks(commands: mpsc::WeakSender<Command>, delivered: PendingDelivered) {
+/// Records the delivered marks every [`TICK`], on the writer's second connection, beside the writer rather
+/// than in its groups. Ends with the store.
+fn spawn_delivered_marks(commands: mpsc::WeakSender<Command>, pool: PgPool, delivered: PendingDelivered) {
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(TICK).await;
-            let Some(commands) = commands.upgrade() else { return };
-            if delivered.lock().map(|pending| !pending.is_empty()).unwrap_or(false) {
-                let _ = commands.try_send(Command::Tick);
+            // After a shutdown (which records the last marks itself) the pool is closed.
+            if pool.is_closed() || commands.upgrade().is_none() {
+                return;
             }
+            writer::record_delivered(&pool, &delivered).await;
         }
     });
 }
@@ -223,6 +225,8 @@ impl Store for Postgres {
         if let Some(handle) = self.writer.lock().await.take() {
             let _ = handle.await;
         }
+        writer::record_delivered(&self.writer_pool, &self.delivered).await;
         self.pool.close().await;
+        self.writer_pool.close().await;
     }
 }

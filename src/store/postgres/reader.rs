@@ -5,7 +5,7 @@ use sqlx::postgres::{PgConnection, PgPool};
 use sqlx::Row;
 use uuid::Uuid;
 
-use super::schema::{self, COLUMNS};
+use super::schema::{self, COLUMNS, FROM};
 use super::sql_error;
 use crate::domain::{Notification, NotificationId, UserId};
 use crate::store::{Budget, ListQuery, Page, Since, Snapshot, StoreError};
@@ -30,21 +30,16 @@ pub async fn unread_count(pool: &PgPool, user: &UserId) -> Result<u64, StoreErro
 }
 
 async fn read_only(pool: &PgPool) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
-    let mut tx = pool.begin().await.map_err(sql_error)?;
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        .execute(&mut *tx)
-        .await
-        .map_err(sql_error)?;
-    Ok(tx)
+    pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY").await.map_err(sql_error)
 }
 
 /// A page of a user's inbox, newest first.
 pub async fn list(pool: &PgPool, user: &UserId, q: ListQuery) -> Result<Page, StoreError> {
     let mut tx = read_only(pool).await?;
     let (total, unread_count, _) = counts(&mut tx, user).await?;
-    let filter = if q.unread_only { " AND read_at IS NULL" } else { "" };
+    let filter = if q.unread_only { " AND n.read_at IS NULL" } else { "" };
     let rows = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM notifications WHERE user_id = $1{filter} ORDER BY id DESC LIMIT $2 OFFSET $3"
+        "SELECT {COLUMNS} FROM {FROM} WHERE n.user_id = $1{filter} ORDER BY n.id DESC LIMIT $2 OFFSET $3"
     ))
     .bind(user.as_str())
     .bind(i64::from(q.limit))
@@ -66,7 +61,7 @@ pub async fn snapshot(pool: &PgPool, user: &UserId, since: Since) -> Result<Snap
     let (items, more) = match since {
         Since::Unread { limit } => {
             let rows = sqlx::query(&format!(
-                "SELECT {COLUMNS} FROM notifications WHERE user_id = $1 AND read_at IS NULL ORDER BY id DESC LIMIT $2"
+                "SELECT {COLUMNS} FROM {FROM} WHERE n.user_id = $1 AND n.read_at IS NULL ORDER BY n.id DESC LIMIT $2"
             ))
             .bind(user.as_str())
             .bind(i64::from(limit))
@@ -86,7 +81,7 @@ pub async fn snapshot(pool: &PgPool, user: &UserId, since: Since) -> Result<Snap
         Since::After { id, limit } => {
             // One more than asked, to know whether there is more.
             let rows = sqlx::query(&format!(
-                "SELECT {COLUMNS} FROM notifications WHERE user_id = $1 AND id > $2 ORDER BY id ASC LIMIT $3"
+                "SELECT {COLUMNS} FROM {FROM} WHERE n.user_id = $1 AND n.id > $2 ORDER BY n.id ASC LIMIT $3"
             ))
             .bind(user.as_str())
             .bind(schema::uuid(id))

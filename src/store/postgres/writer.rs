@@ -9,12 +9,14 @@
 //! **Order across nodes.** Several nodes write to one database, each through its own writer, so a
 //! notification id cannot simply come from one generator in commit order. What clients rely on is per user:
 //! what a client has seen (by `since`, or by the snapshot's high-water mark) must be a prefix of that user's
-//! commits. So a transaction that creates notifications first locks its users' `herald_users` rows (in user
-//! order, so two groups cannot wait on each other), reads each user's newest id, and gives each new
-//! notification an id above it (and above this node's previous one). The lock is held until commit, so the
-//! next transaction for that user, on any node, reads the id this one wrote: per user, ids increase in commit
-//! order, and a reader that has seen an id has seen every id below it. `mark_all_read` takes the same lock, so
-//! it cannot miss a notification being created beside it and leave the unread count wrong.
+//! commits. So every transaction first locks the `herald_users` rows of every user its commands touch, in
+//! one statement and in user order (an upsert, so a new user's row is made and locked the same way), and reads
+//! each user's newest id; each new notification gets an id above it (and above this node's previous one). The
+//! lock is held until commit, so the next transaction for that user, on any node, reads the id this one
+//! wrote: per user, ids increase in commit order, and a reader that has seen an id has seen every id below
+//! it. Because the user rows are locked first and in one order, before any notification row, two groups
+//! cannot deadlock on them; `mark_all_read` holding the same lock cannot miss a notification being created
+//! beside it and leave the unread count wrong.
 //!
 //! This node's committed changes go out on the feed in commit order, because one task commits them.
 
@@ -27,7 +29,7 @@ use sqlx::{Postgres, Row, Transaction};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use super::schema::{self, COLUMNS};
+use super::schema::{self, COLUMNS, FROM};
 use super::sql_error;
 use crate::domain::{InboxEvent, NewNotification, Notification, NotificationId, Timestamp, UserId};
 use crate::store::command::{answer, Output};
@@ -48,7 +50,6 @@ pub struct Writer {
     pub pool: PgPool,
     pub commands: mpsc::Receiver<Command>,
     pub feed: mpsc::Sender<Vec<InboxEvent>>,
-    pub delivered: PendingDelivered,
     pub ids: NodeIds,
 }
 
@@ -107,7 +108,6 @@ impl Writer {
             let started = Instant::now();
             let size = group.len();
             let stop = self.commit_group(group).await;
-            self.record_delivered().await;
             metrics::histogram!("herald_store_commit_seconds").record(started.elapsed().as_secs_f64());
             metrics::histogram!("herald_store_group_size").record(size as f64);
             if let Some(reply) = stop {
@@ -133,12 +133,13 @@ impl Writer {
         match self.attempt(&work).await {
             Ok((outputs, events)) => self.deliver(work.into_iter().zip(outputs).collect(), events).await,
             // The database is not there: trying each alone would only wait out the pool again for each.
-            Err(e @ (StoreError::Unavailable(_) | StoreError::Closed)) => {
+            Err(Failure::Fail(e @ (StoreError::Unavailable(_) | StoreError::Closed))) => {
                 for cmd in work {
                     answer(cmd, Err(e.clone()));
                 }
             }
             Err(group_error) if work.len() > 1 => {
+                let group_error = group_error.error();
                 tracing::warn!(error = %group_error, commands = work.len(), "a write group failed; retrying each alone");
                 for cmd in work {
                     match self.attempt(std::slice::from_ref(&cmd)).await {
@@ -146,11 +147,12 @@ impl Writer {
                             Some(output) => self.deliver(vec![(cmd, output)], events).await,
                             None => answer(cmd, Err(StoreError::Internal("a command produced no output".into()))),
                         },
-                        Err(e) => answer(cmd, Err(e)),
+                        Err(e) => answer(cmd, Err(e.error())),
                     }
                 }
             }
             Err(e) => {
+                let e = e.error();
                 for cmd in work {
                     answer(cmd, Err(e.clone()));
                 }
@@ -159,8 +161,9 @@ impl Writer {
         stop
     }
 
-    /// Runs the transaction, again after a deadlock or a serialization failure.
-    async fn attempt(&mut self, work: &[Command]) -> Result<(Vec<Output>, Vec<InboxEvent>), StoreError> {
+    /// Runs the transaction, again (after a short, growing pause) after a deadlock or a serialization failure;
+    /// past [`RETRIES`] the last failure is returned as it is.
+    async fn attempt(&mut self, work: &[Command]) -> Result<(Vec<Output>, Vec<InboxEvent>), Failure> {
         let mut tries = 0;
         loop {
             match self.transaction(work).await {
@@ -168,8 +171,9 @@ impl Writer {
                 Err(Failure::Retry(e)) if tries < RETRIES => {
                     tries += 1;
                     tracing::debug!(error = %e, tries, "a write group met a concurrent one; trying again");
+                    tokio::time::sleep(std::time::Duration::from_millis(5 << tries)).await;
                 }
-                Err(f) => return Err(f.error()),
+                Err(f) => return Err(f),
             }
         }
     }
@@ -178,6 +182,21 @@ impl Writer {
     async fn transaction(&mut self, work: &[Command]) -> Result<(Vec<Output>, Vec<InboxEvent>), Failure> {
         let now = Timestamp::now();
         let mut tx = self.pool.begin().await.map_err(failure)?;
+        let mut users: Vec<&str> = work
+            .iter()
+            .flat_map(|c| -> Box<dyn Iterator<Item = &str> + '_> {
+                match c {
+                    Command::Insert { items, .. } => Box::new(items.iter().map(|n| n.user_id.as_str())),
+                    Command::MarkRead { user, .. } | Command::MarkAllRead { user, .. } => {
+                        Box::new(std::iter::once(user.as_str()))
+                    }
+                    Command::Tick | Command::Shutdown { .. } => Box::new(std::iter::empty()),
+                }
+            })
+            .collect();
+        users.sort_unstable();
+        users.dedup();
+        let mut newest = lock_users(&mut tx, &users).await?;
         let mut outputs = Vec::with_capacity(work.len());
         let mut events = Vec::new();
         let mut i = 0;
@@ -193,7 +212,7 @@ impl Writer {
                             _ => &[],
                         })
                         .collect();
-                    let created = insert(&mut tx, &batches, &mut self.ids, &mut events).await?;
+                    let created = insert(&mut tx, &batches, &mut newest, &mut self.ids, &mut events).await?;
                     outputs.extend(created.into_iter().map(Output::Inserted));
                     i += run;
                 }
@@ -223,34 +242,36 @@ impl Writer {
             answer(cmd, Ok(output));
         }
     }
+}
 
-    /// Records the delivered marks waiting, in one statement of their own: they are informational, so a
-    /// failure is only logged, and it never holds up a group.
-    async fn record_delivered(&self) {
-        let mut marks = match self.delivered.lock() {
-            Ok(mut pending) => std::mem::take(&mut *pending),
-            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
-        };
-        if marks.is_empty() {
-            return;
-        }
-        // In key order, so two nodes marking the same rows take their locks in the same order.
-        marks.sort_unstable();
-        marks.dedup();
-        let users: Vec<&str> = marks.iter().map(|(u, _)| u.as_str()).collect();
-        let ids: Vec<Uuid> = marks.iter().map(|(_, id)| schema::uuid(*id)).collect();
-        let result = sqlx::query(
-            "UPDATE notifications n SET delivered_at = $1 FROM unnest($2::text[], $3::uuid[]) AS v(user_id, id) \
-             WHERE n.user_id = v.user_id AND n.id = v.id AND n.delivered_at IS NULL",
-        )
-        .bind(Timestamp::now().0)
-        .bind(&users)
-        .bind(&ids)
-        .execute(&self.pool)
-        .await;
-        if let Err(e) = result {
-            tracing::warn!(error = %e, marks = marks.len(), "could not record delivered notifications");
-        }
+/// Records the delivered marks waiting, in one statement of their own, off the writer's path: they are
+/// informational, so a failure is only logged (and the marks dropped), and they never hold up a write. Run by
+/// the store's tick task.
+pub async fn record_delivered(pool: &PgPool, delivered: &PendingDelivered) {
+    let mut marks = match delivered.lock() {
+        Ok(mut pending) => std::mem::take(&mut *pending),
+        Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+    };
+    if marks.is_empty() {
+        return;
+    }
+    // In key order, so two nodes marking the same rows take their locks in the same order.
+    marks.sort_unstable();
+    marks.dedup();
+    let users: Vec<&str> = marks.iter().map(|(u, _)| u.as_str()).collect();
+    let ids: Vec<Uuid> = marks.iter().map(|(_, id)| schema::uuid(*id)).collect();
+    // The first delivery is the one recorded; later ones (another tab, a reconnect) are ignored.
+    let result = sqlx::query(
+        "INSERT INTO deliveries (user_id, id, at) SELECT v.user_id, v.id, $1 \
+         FROM unnest($2::text[], $3::uuid[]) AS v(user_id, id) ON CONFLICT DO NOTHING",
+    )
+    .bind(Timestamp::now().0)
+    .bind(&users)
+    .bind(&ids)
+    .execute(pool)
+    .await;
+    if let Err(e) = result {
+        tracing::warn!(error = %e, marks = marks.len(), "could not record delivered notifications");
     }
 }
 
@@ -286,40 +307,30 @@ impl Default for NodeIds {
     }
 }
 
-/// Locks the users' rows (creating those that are new) and returns each one's newest id. `users` is sorted.
+/// Locks the users' rows, making those that are new, in one statement and in the order given (sorted), and
+/// returns each one's newest id. An upsert rather than `SELECT … FOR UPDATE` then an insert of the missing:
+/// that pair takes locks in two passes, and two groups doing it at once can deadlock.
 async fn lock_users(
     tx: &mut Transaction<'_, Postgres>,
     users: &[&str],
 ) -> Result<HashMap<String, Option<ulid::Ulid>>, Failure> {
-    const LOCK: &str = "SELECT user_id, last_id FROM herald_users WHERE user_id = ANY($1) ORDER BY user_id FOR UPDATE";
     let mut newest = HashMap::with_capacity(users.len());
-    let found = sqlx::query(LOCK).bind(users).fetch_all(&mut **tx).await.map_err(failure)?;
-    read_newest(&found, &mut newest)?;
-    let missing: Vec<&str> = users.iter().copied().filter(|u| !newest.contains_key(*u)).collect();
-    if missing.is_empty() {
+    if users.is_empty() {
         return Ok(newest);
     }
-    // A row this transaction inserts is its own until it commits: as good as locked.
-    let added = sqlx::query(
-        "INSERT INTO herald_users (user_id) SELECT * FROM unnest($1::text[]) ON CONFLICT (user_id) DO NOTHING \
-         RETURNING user_id",
+    // `ORDER BY` feeds the rows in user order, and each row is locked as it is inserted or updated. The
+    // update changes no indexed value, so it stays a heap-only tuple update.
+    let rows = sqlx::query(
+        "INSERT INTO herald_users AS u (user_id) SELECT t.user_id FROM unnest($1::text[]) AS t(user_id) \
+         ORDER BY t.user_id ON CONFLICT (user_id) DO UPDATE SET total = u.total RETURNING user_id, last_id",
     )
-    .bind(&missing)
+    .bind(users)
     .fetch_all(&mut **tx)
     .await
     .map_err(failure)?;
-    for row in &added {
-        newest.insert(row.try_get::<String, _>(0).map_err(sql_error)?, None);
-    }
-    // Those another transaction created meanwhile: it has committed (the insert waited for it), so this new
-    // statement sees them.
-    let raced: Vec<&str> = missing.into_iter().filter(|u| !newest.contains_key(*u)).collect();
-    if !raced.is_empty() {
-        let found = sqlx::query(LOCK).bind(&raced).fetch_all(&mut **tx).await.map_err(failure)?;
-        read_newest(&found, &mut newest)?;
-    }
+    read_newest(&rows, &mut newest)?;
     if let Some(lost) = users.iter().find(|u| !newest.contains_key(**u)) {
-        return Err(Failure::Retry(StoreError::Internal(format!("the row of user {lost:?} could not be locked"))));
+        return Err(Failure::Fail(StoreError::Internal(format!("the row of user {lost:?} was not locked"))));
     }
     Ok(newest)
 }
@@ -349,18 +360,15 @@ struct NewRows<'a> {
     keys: Vec<Option<&'a str>>,
 }
 
-/// Creates the notifications of several commands; returns each command's outcomes.
+/// Creates the notifications of several commands; returns each command's outcomes. `newest` holds each
+/// user's newest id, their rows locked by this transaction.
 async fn insert(
     tx: &mut Transaction<'_, Postgres>,
     batches: &[&[NewNotification]],
+    newest: &mut HashMap<String, Option<ulid::Ulid>>,
     ids: &mut NodeIds,
     events: &mut Vec<InboxEvent>,
 ) -> Result<Vec<Vec<InsertOutcome>>, Failure> {
-    let mut users: Vec<&str> = batches.iter().flat_map(|b| b.iter().map(|n| n.user_id.as_str())).collect();
-    users.sort_unstable();
-    users.dedup();
-    let mut newest = lock_users(tx, &users).await?;
-
     // The keys seen before; with the users locked, no other transaction can add one meanwhile.
     let (key_users, keys): (Vec<&str>, Vec<&str>) = batches
         .iter()
@@ -370,8 +378,8 @@ async fn insert(
     let mut known: HashMap<(String, String), Arc<Notification>> = HashMap::new();
     if !keys.is_empty() {
         let found = sqlx::query(&format!(
-            "SELECT {COLUMNS}, idempotency_key FROM notifications \
-             WHERE (user_id, idempotency_key) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
+            "SELECT {COLUMNS}, n.idempotency_key FROM {FROM} \
+             WHERE (n.user_id, n.idempotency_key) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
         ))
         .bind(&key_users)
         .bind(&keys)
@@ -491,7 +499,7 @@ async fn mark_read(
     for row in &changed {
         newly.push(schema::id(row.try_get(0).map_err(sql_error)?));
     }
-    let found = sqlx::query(&format!("SELECT {COLUMNS} FROM notifications WHERE user_id = $1 AND id = ANY($2)"))
+    let found = sqlx::query(&format!("SELECT {COLUMNS} FROM {FROM} WHERE n.user_id = $1 AND n.id = ANY($2)"))
         .bind(user.as_str())
         .bind(&wanted)
         .fetch_all(&mut **tx)
@@ -530,29 +538,20 @@ async fn mark_all_read(
     now: Timestamp,
     events: &mut Vec<InboxEvent>,
 ) -> Result<u64, Failure> {
-    // The user's lock first: a create committing beside this is then either wholly before it (and marked
-    // here) or wholly after it (and counted unread after the reset).
-    let exists = sqlx::query("SELECT 1 FROM herald_users WHERE user_id = $1 FOR UPDATE")
+    // The user's row is locked (see `lock_users`): a create committing beside this is either wholly before it
+    // (and marked here) or wholly after it (and counted unread after the reset).
+    let changed = sqlx::query("UPDATE notifications SET read_at = $2 WHERE user_id = $1 AND read_at IS NULL")
         .bind(user.as_str())
-        .fetch_optional(&mut **tx)
+        .bind(now.0)
+        .execute(&mut **tx)
         .await
         .map_err(failure)?
-        .is_some();
-    let mut changed = 0;
-    if exists {
-        changed = sqlx::query("UPDATE notifications SET read_at = $2 WHERE user_id = $1 AND read_at IS NULL")
-            .bind(user.as_str())
-            .bind(now.0)
-            .execute(&mut **tx)
-            .await
-            .map_err(failure)?
-            .rows_affected();
-        sqlx::query("UPDATE herald_users SET unread = 0 WHERE user_id = $1")
-            .bind(user.as_str())
-            .execute(&mut **tx)
-            .await
-            .map_err(failure)?;
-    }
+        .rows_affected();
+    sqlx::query("UPDATE herald_users SET unread = 0 WHERE user_id = $1")
+        .bind(user.as_str())
+        .execute(&mut **tx)
+        .await
+        .map_err(failure)?;
     // Sent even when nothing changed, so a tab that missed an update converges.
     events.push(InboxEvent::ReadAll { user_id: user.clone() });
     Ok(changed)

@@ -129,6 +129,15 @@ mod tests {
         SqliteTopics::open(&dir.join("t.db"), Synchronous::Normal, Duration::from_secs(1), namespaces, feed).unwrap()
     }
 
+    /// With the inbox in PostgreSQL the topic store is the only file in the data dir: it makes the dir.
+    #[tokio::test]
+    async fn the_topic_store_makes_its_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir.path().join("not").join("yet"));
+        assert_eq!(store.find_correlation(&key("0xaa")).await.unwrap(), None);
+        assert!(dir.path().join("not/yet/t.db").is_file());
+    }
+
     #[tokio::test]
     async fn a_key_binds_one_live_topic_and_a_conflict_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();

@@ -84,10 +84,7 @@ impl Sqlite {
     }
 
     pub fn open_with(path: &Path, options: Options, feed: mpsc::Sender<Vec<InboxEvent>>) -> Result<Self, StoreError> {
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            crate::config::create_private_dir(parent)
-                .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", parent.display())))?;
-        }
+        create_parent(path)?;
         let mut conn = writer::open(path, options.busy_timeout)
             .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
         merge::prepare(&mut conn)?;
@@ -144,9 +141,19 @@ impl Sqlite {
     }
 }
 
+/// Makes the directory a database file goes in (private: it also holds the generated secrets).
+fn create_parent(path: &Path) -> Result<(), StoreError> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        crate::config::create_private_dir(parent)
+            .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", parent.display())))?;
+    }
+    Ok(())
+}
+
 /// Opens (creating) the database at `path`, runs its migrations and returns its schema version: `herald
 /// migrate`. What a migration leaves to the writer's recovery (see `merge::prepare`) happens at the next open.
 pub fn migrate_file(path: &Path) -> Result<i64, StoreError> {
+    create_parent(path)?;
     let conn = writer::open(path, Duration::from_secs(5))
         .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
     conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(writer::sql_error)
