@@ -137,7 +137,7 @@ impl Postgres {
         let (writer_pool, _) = connect(url, 2).await?;
         let (commands, rx) = mpsc::channel(COMMAND_QUEUE);
         let delivered: PendingDelivered = Arc::new(Mutex::new(Vec::new()));
-        let writer = Writer { pool: writer_pool.clone(), commands: rx, feed, ids: writer::NodeIds::new() };
+        let writer = Writer { pool: writer_pool.clone(), commands: rx, feed, ids: writer::NodeIds::new(), conn: None };
         let handle = tokio::spawn(writer.run());
         spawn_delivered_marks(commands.downgrade(), writer_pool.clone(), delivered.clone());
         tracing::info!(database = %where_, "PostgreSQL store open");

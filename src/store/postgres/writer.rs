@@ -24,8 +24,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgPool;
-use sqlx::{Postgres, Row, Transaction};
+use sqlx::{Acquire, Postgres, Row, Transaction};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
@@ -51,6 +52,8 @@ pub struct Writer {
     pub commands: mpsc::Receiver<Command>,
     pub feed: mpsc::Sender<Vec<InboxEvent>>,
     pub ids: NodeIds,
+    /// The connection kept between groups.
+    pub conn: Option<PoolConnection<Postgres>>,
 }
 
 fn rows(cmd: &Command) -> usize {
@@ -178,10 +181,44 @@ impl Writer {
         }
     }
 
-    /// Runs commands in one transaction and commits it; on any error nothing is kept.
+    /// Runs commands in one transaction on the writer's connection (see [`Self::run_group`]).
     async fn transaction(&mut self, work: &[Command]) -> Result<(Vec<Output>, Vec<InboxEvent>), Failure> {
+        // The writer keeps its connection from group to group: returning it to the pool costs a ping each time.
+        let mut conn = match self.conn.take() {
+            Some(conn) => conn,
+            None => self.pool.acquire().await.map_err(failure)?,
+        };
+        let result = Self::run_group(&mut conn, work, &mut self.ids).await;
+        // A connection that failed as unavailable may be broken: the next group takes a fresh one.
+        if !matches!(
+            &result,
+            Err(Failure::Fail(StoreError::Unavailable(_)) | Failure::Retry(StoreError::Unavailable(_)))
+        ) {
+            self.conn = Some(conn);
+        }
+        result
+    }
+
+    /// Sends a committed group's changes to the fanout, then answers its callers.
+    async fn deliver(&self, answered: Vec<(Command, Output)>, events: Vec<InboxEvent>) {
+        if !events.is_empty() {
+            // Waits when the fanout is behind: the backpressure that keeps memory bounded. An error means the
+            // fanout has stopped (shutdown), and there is no one left to push to.
+            let _ = self.feed.send(events).await;
+        }
+        for (cmd, output) in answered {
+            answer(cmd, Ok(output));
+        }
+    }
+
+    /// Runs commands in one transaction on `conn` and commits it; on any error nothing is kept.
+    async fn run_group(
+        conn: &mut PoolConnection<Postgres>,
+        work: &[Command],
+        ids: &mut NodeIds,
+    ) -> Result<(Vec<Output>, Vec<InboxEvent>), Failure> {
         let now = Timestamp::now();
-        let mut tx = self.pool.begin().await.map_err(failure)?;
+        let mut tx = conn.begin().await.map_err(failure)?;
         let mut users: Vec<&str> = work
             .iter()
             .flat_map(|c| -> Box<dyn Iterator<Item = &str> + '_> {
@@ -212,7 +249,7 @@ impl Writer {
                             _ => &[],
                         })
                         .collect();
-                    let created = insert(&mut tx, &batches, &mut newest, &mut self.ids, &mut events).await?;
+                    let created = insert(&mut tx, &batches, &mut newest, ids, &mut events).await?;
                     outputs.extend(created.into_iter().map(Output::Inserted));
                     i += run;
                 }
@@ -229,18 +266,6 @@ impl Writer {
         }
         tx.commit().await.map_err(failure)?;
         Ok((outputs, events))
-    }
-
-    /// Sends a committed group's changes to the fanout, then answers its callers.
-    async fn deliver(&self, answered: Vec<(Command, Output)>, events: Vec<InboxEvent>) {
-        if !events.is_empty() {
-            // Waits when the fanout is behind: the backpressure that keeps memory bounded. An error means the
-            // fanout has stopped (shutdown), and there is no one left to push to.
-            let _ = self.feed.send(events).await;
-        }
-        for (cmd, output) in answered {
-            answer(cmd, Ok(output));
-        }
     }
 }
 
@@ -444,10 +469,20 @@ async fn insert(
     if rows.ids.is_empty() {
         return Ok(outcomes);
     }
+    let (changed_users, counts): (Vec<&str>, Vec<i64>) = created_per_user.into_iter().unzip();
+    let last_ids: Vec<Uuid> = changed_users
+        .iter()
+        .map(|u| newest.get(*u).copied().flatten().map_or(Uuid::nil(), |id| Uuid::from_u128(id.0)))
+        .collect();
+    // The rows and the users' newest ids and counts in one statement (one round trip): a data-modifying
+    // `WITH` runs whether or not anything reads it.
     sqlx::query(
-        "INSERT INTO notifications (user_id, id, type, title, message, data, created_at, idempotency_key) \
+        "WITH added AS (INSERT INTO notifications \
+         (user_id, id, type, title, message, data, created_at, idempotency_key) \
          SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], \
-         $7::int8[], $8::text[])",
+         $7::int8[], $8::text[])) \
+         UPDATE herald_users u SET last_id = v.last_id, total = u.total + v.n, unread = u.unread + v.n \
+         FROM unnest($9::text[], $10::uuid[], $11::int8[]) AS v(user_id, last_id, n) WHERE u.user_id = v.user_id",
     )
     .bind(&rows.users)
     .bind(&rows.ids)
@@ -457,18 +492,6 @@ async fn insert(
     .bind(&rows.data)
     .bind(&rows.created)
     .bind(&rows.keys)
-    .execute(&mut **tx)
-    .await
-    .map_err(failure)?;
-    let (changed_users, counts): (Vec<&str>, Vec<i64>) = created_per_user.into_iter().unzip();
-    let last_ids: Vec<Uuid> = changed_users
-        .iter()
-        .map(|u| newest.get(*u).copied().flatten().map_or(Uuid::nil(), |id| Uuid::from_u128(id.0)))
-        .collect();
-    sqlx::query(
-        "UPDATE herald_users u SET last_id = v.last_id, total = u.total + v.n, unread = u.unread + v.n \
-         FROM unnest($1::text[], $2::uuid[], $3::int8[]) AS v(user_id, last_id, n) WHERE u.user_id = v.user_id",
-    )
     .bind(&changed_users)
     .bind(&last_ids)
     .bind(&counts)
