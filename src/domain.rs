@@ -253,6 +253,25 @@ pub struct Notification {
     pub read_at: Option<Timestamp>,
 }
 
+impl Notification {
+    /// A notification just created from `item` with `id`: created when the id says, unread, undelivered.
+    pub fn created(item: &NewNotification, id: NotificationId) -> Self {
+        Notification {
+            id,
+            user_id: item.user_id.clone(),
+            kind: item.kind.as_str().to_owned(),
+            title: item.title.clone(),
+            message: item.message.clone(),
+            data: item.data.clone(),
+            created_at: Timestamp(i64::try_from(id.timestamp_ms()).unwrap_or(i64::MAX)),
+            delivered: false,
+            delivered_at: None,
+            read: false,
+            read_at: None,
+        }
+    }
+}
+
 /// A change to a user's inbox that every live connection of that user must hear about.
 ///
 /// Events are produced only by the store, after the change they describe is committed, and in commit order.

@@ -93,6 +93,23 @@ impl Budget {
     }
 }
 
+/// Delivered marks a store keeps for its writer at most; past this they are dropped (they are informational).
+const MAX_PENDING_DELIVERED: usize = 1_000_000;
+
+/// Queues `count` delivered marks for a store's writer, or drops and counts them when [`MAX_PENDING_DELIVERED`]
+/// are waiting already.
+pub(crate) fn queue_delivered<T>(pending: &std::sync::Mutex<Vec<T>>, count: usize, marks: impl Iterator<Item = T>) {
+    if count == 0 {
+        return;
+    }
+    let Ok(mut pending) = pending.lock() else { return };
+    if pending.len() + count > MAX_PENDING_DELIVERED {
+        metrics::counter!("herald_delivered_marks_dropped_total").increment(count as u64);
+        return;
+    }
+    pending.extend(marks);
+}
+
 /// Where a connecting client's backlog starts.
 #[derive(Debug, Clone, Copy)]
 pub enum Since {

@@ -62,6 +62,17 @@ async fn open(schema: &Schema) -> (Postgres, mpsc::Receiver<Vec<herald::domain::
     (store, feed)
 }
 
+/// `count` stores on one schema, as several Herald nodes on one database, their feeds drained.
+async fn nodes(schema: &Schema, count: usize) -> Vec<Arc<Postgres>> {
+    let mut nodes = Vec::new();
+    for _ in 0..count {
+        let (store, mut feed) = open(schema).await;
+        tokio::spawn(async move { while feed.recv().await.is_some() {} });
+        nodes.push(Arc::new(store));
+    }
+    nodes
+}
+
 pub async fn backend() -> Backend {
     let schema = Schema::create();
     let (store, feed) = open(&schema).await;
@@ -155,12 +166,7 @@ async fn postgres_recovers_from_terminated_backends() {
 async fn postgres_nodes_keep_a_users_order_for_since() {
     const PER_NODE: usize = 400;
     let schema = Schema::create();
-    let mut nodes = Vec::new();
-    for _ in 0..2 {
-        let (store, mut feed) = open(&schema).await;
-        tokio::spawn(async move { while feed.recv().await.is_some() {} });
-        nodes.push(Arc::new(store));
-    }
+    let nodes = nodes(&schema, 2).await;
     let alice = user("alice");
     let mut publishers = Vec::new();
     for (n, node) in nodes.iter().enumerate() {
@@ -214,11 +220,8 @@ async fn postgres_nodes_keep_a_users_order_for_since() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_mark_all_read_beside_creates_keeps_the_count_true() {
     let schema = Schema::create();
-    let (a, mut feed_a) = open(&schema).await;
-    let (b, mut feed_b) = open(&schema).await;
-    tokio::spawn(async move { while feed_a.recv().await.is_some() {} });
-    tokio::spawn(async move { while feed_b.recv().await.is_some() {} });
-    let (a, b) = (Arc::new(a), Arc::new(b));
+    let nodes = nodes(&schema, 2).await;
+    let (a, b) = (nodes[0].clone(), nodes[1].clone());
     let alice = user("alice");
     let creator = {
         let a = a.clone();
@@ -250,12 +253,7 @@ async fn postgres_mark_all_read_beside_creates_keeps_the_count_true() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_nodes_writing_everything_at_once_never_fail() {
     let schema = Schema::create();
-    let mut nodes = Vec::new();
-    for _ in 0..2 {
-        let (store, mut feed) = open(&schema).await;
-        tokio::spawn(async move { while feed.recv().await.is_some() {} });
-        nodes.push(Arc::new(store));
-    }
+    let nodes = nodes(&schema, 2).await;
     let users = ["u1", "u2", "u3"];
     let mut tasks = Vec::new();
     for (n, node) in nodes.iter().enumerate() {

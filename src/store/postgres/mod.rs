@@ -27,8 +27,6 @@ use crate::store::{InsertOutcome, ListQuery, MarkReadOutcome, Page, Since, Snaps
 
 /// Commands waiting for the writer; when full, callers wait, which bounds memory under overload.
 const COMMAND_QUEUE: usize = 4096;
-/// Delivered marks kept for the writer at most; past this they are dropped (they are informational).
-const MAX_PENDING_DELIVERED: usize = 1_000_000;
 /// Reading connections per node (the writer has two of its own).
 const READERS: u32 = 16;
 /// How long a call waits for a connection before it fails as unavailable.
@@ -195,15 +193,8 @@ impl Store for Postgres {
     }
 
     fn mark_delivered(&self, user: &UserId, ids: &[NotificationId]) {
-        if ids.is_empty() {
-            return;
-        }
-        let Ok(mut pending) = self.delivered.lock() else { return };
-        if pending.len() + ids.len() > MAX_PENDING_DELIVERED {
-            metrics::counter!("herald_delivered_marks_dropped_total").increment(ids.len() as u64);
-            return;
-        }
-        pending.extend(ids.iter().map(|id| (user.clone(), *id)));
+        // The writer's tick task records them (see `spawn_delivered_marks`).
+        crate::store::queue_delivered(&self.delivered, ids.len(), ids.iter().map(|id| (user.clone(), *id)));
     }
 
     async fn health(&self) -> StoreHealth {

@@ -434,27 +434,14 @@ async fn insert(
             let ulid = ids.next_above(floor)?;
             newest.insert(item.user_id.as_str().to_owned(), Some(ulid));
             let id = NotificationId::from_ulid(ulid);
-            let created_at = Timestamp(i64::try_from(id.timestamp_ms()).unwrap_or(i64::MAX));
-            let notification = Arc::new(Notification {
-                id,
-                user_id: item.user_id.clone(),
-                kind: item.kind.as_str().to_owned(),
-                title: item.title.clone(),
-                message: item.message.clone(),
-                data: item.data.clone(),
-                created_at,
-                delivered: false,
-                delivered_at: None,
-                read: false,
-                read_at: None,
-            });
+            let notification = Arc::new(Notification::created(item, id));
             rows.users.push(item.user_id.as_str());
             rows.ids.push(schema::uuid(id));
             rows.kinds.push(item.kind.as_str());
             rows.titles.push(item.title.as_deref());
             rows.messages.push(item.message.as_deref());
             rows.data.push(item.data.get());
-            rows.created.push(created_at.0);
+            rows.created.push(notification.created_at.0);
             rows.keys.push(item.idempotency_key.as_ref().map(|k| k.as_str()));
             *created_per_user.entry(item.user_id.as_str()).or_default() += 1;
             if let Some(key) = key {

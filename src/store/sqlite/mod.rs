@@ -29,8 +29,6 @@ use crate::store::{InsertOutcome, ListQuery, MarkReadOutcome, Page, Since, Snaps
 
 /// Commands waiting for the writer; when full, writers wait, which bounds memory under overload.
 const COMMAND_QUEUE: usize = 4096;
-/// Delivered marks kept for the next commit at most; past this they are dropped (they are informational).
-const MAX_PENDING_DELIVERED: usize = 1_000_000;
 const READERS: usize = 4;
 /// How often an otherwise idle writer is woken while it has work waiting (see [`spawn_ticks`]): the longest
 /// delivered marks wait for a write to ride along with, and the finest merge interval honoured exactly.
@@ -214,16 +212,8 @@ impl Store for Sqlite {
 
     /// The deliveries log is keyed by id alone, so the user is not needed here.
     fn mark_delivered(&self, _user: &UserId, ids: &[NotificationId]) {
-        if ids.is_empty() {
-            return;
-        }
-        let Ok(mut pending) = self.delivered.lock() else { return };
-        if pending.len() + ids.len() > MAX_PENDING_DELIVERED {
-            metrics::counter!("herald_delivered_marks_dropped_total").increment(ids.len() as u64);
-            return;
-        }
         // The writer takes pending marks with every group it commits, or at the next tick.
-        pending.extend_from_slice(ids);
+        crate::store::queue_delivered(&self.delivered, ids.len(), ids.iter().copied());
     }
 
     async fn health(&self) -> StoreHealth {

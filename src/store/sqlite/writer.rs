@@ -268,7 +268,7 @@ fn insert(
             }
             let ulid = ids.next()?;
             let id = NotificationId::from_ulid(ulid);
-            let created_at = Timestamp(i64::try_from(id.timestamp_ms()).unwrap_or(i64::MAX));
+            let notification = Arc::new(Notification::created(item, id));
             let mut id_buf = [0u8; ulid::ULID_LEN];
             add.execute(params![
                 &*ulid.array_to_str(&mut id_buf),
@@ -277,23 +277,10 @@ fn insert(
                 item.title,
                 item.message,
                 item.data.get(),
-                created_at.0,
+                notification.created_at.0,
                 item.idempotency_key.as_ref().map(|k| k.as_str()),
             ])
             .map_err(sql_error)?;
-            let notification = Arc::new(Notification {
-                id,
-                user_id: item.user_id.clone(),
-                kind: item.kind.as_str().to_owned(),
-                title: item.title.clone(),
-                message: item.message.clone(),
-                data: item.data.clone(),
-                created_at,
-                delivered: false,
-                delivered_at: None,
-                read: false,
-                read_at: None,
-            });
             events.push(InboxEvent::Created { notification: notification.clone(), received_at: item.received_at });
             staged.push((item.user_id.clone(), id));
             outcomes.push(InsertOutcome::Created(notification));
