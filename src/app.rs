@@ -13,7 +13,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::Authenticator;
 use crate::broker::{self, Broker};
-use crate::config::{DatabaseUrl, Settings};
+use crate::config::{BrokerUrl, DatabaseUrl, Settings};
 use crate::correlation::Finder;
 use crate::error::CloseReason;
 use crate::hub::{Capacity, Hub};
@@ -62,8 +62,8 @@ impl Application {
         let max_connections = settings.max_connections.unwrap_or(max_connections);
         tracing::info!(open_files_limit = descriptors, max_connections, "connection capacity");
 
-        let hub = Arc::new(Hub::new(max_connections));
-        let broker: Arc<dyn Broker> = Arc::new(broker::Memory::new(hub.clone()));
+        let clustered = settings.broker != BrokerUrl::Memory;
+        let hub = Arc::new(Hub::new(max_connections, clustered));
         let (feed, feed_rx) = mpsc::channel(FEED_CAPACITY);
         let store: Arc<dyn Store> = match &settings.database {
             DatabaseUrl::Sqlite(path) => Arc::new(
@@ -76,6 +76,25 @@ impl Application {
             ),
             DatabaseUrl::Postgres(url) => {
                 Arc::new(Postgres::open(url.expose(), feed).await.context("opening the PostgreSQL store")?)
+            }
+        };
+        let broker: Arc<dyn Broker> = match &settings.broker {
+            BrokerUrl::Memory => Arc::new(broker::Memory::new(hub.clone(), settings.node_id.clone())),
+            BrokerUrl::Redis(url) => {
+                tracing::info!(
+                    url = crate::config::amqp::redact_url(url.expose()),
+                    node = settings.node_id,
+                    cluster = settings.cluster_name,
+                    "joining the cluster through Redis"
+                );
+                broker::Cluster::start_redis(
+                    url,
+                    &settings.cluster_name,
+                    settings.node_id.clone(),
+                    hub.clone(),
+                    store.clone(),
+                )
+                .context("starting the cluster broker")?
             }
         };
         let pump = tokio::spawn(broker::pump(feed_rx, broker.clone()));
@@ -184,6 +203,7 @@ impl Application {
         let connections = state.connections.clone();
         let amqp = state.amqp.clone();
         let mirror = state.mirror.clone();
+        let broker = state.broker.clone();
 
         let router = crate::transport::http::routes(state);
         let signal = {
@@ -229,6 +249,8 @@ impl Application {
         for pump in pumps {
             let _ = pump.await;
         }
+        // The pumps have handed the broker everything: let it send what it still holds to the other nodes.
+        broker.shutdown(settings.shutdown_timeout.min(MIRROR_FLUSH)).await;
         // The topic pump has made its last offer: what is pending now is all there will be.
         if let Some(mirror) = &mirror {
             mirror.shutdown(settings.shutdown_timeout.min(MIRROR_FLUSH)).await;

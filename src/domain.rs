@@ -122,6 +122,10 @@ impl NotificationId {
     pub fn as_u128(self) -> u128 {
         self.0 .0
     }
+
+    pub fn from_u128(value: u128) -> Self {
+        Self(Ulid(value))
+    }
 }
 
 impl fmt::Display for NotificationId {
@@ -275,18 +279,29 @@ impl Notification {
 /// A change to a user's inbox that every live connection of that user must hear about.
 ///
 /// Events are produced only by the store, after the change they describe is committed, and in commit order.
+///
+/// `seq` is the event's place among the user's events in commit order (1, 2, 3, … with no gaps), given by a
+/// store that several nodes share (PostgreSQL), so that a node receiving events from others can put them back
+/// in that order and notice one missing. A store only one node uses (SQLite) gives none: its node hears only
+/// its own events, in commit order already.
 #[derive(Debug, Clone)]
 pub enum InboxEvent {
-    Created { notification: Arc<Notification>, received_at: Instant },
-    Read { user_id: UserId, ids: Vec<NotificationId> },
-    ReadAll { user_id: UserId },
+    Created { notification: Arc<Notification>, received_at: Instant, seq: Option<u64> },
+    Read { user_id: UserId, ids: Vec<NotificationId>, seq: Option<u64> },
+    ReadAll { user_id: UserId, seq: Option<u64> },
 }
 
 impl InboxEvent {
     pub fn user_id(&self) -> &UserId {
         match self {
             InboxEvent::Created { notification, .. } => &notification.user_id,
-            InboxEvent::Read { user_id, .. } | InboxEvent::ReadAll { user_id } => user_id,
+            InboxEvent::Read { user_id, .. } | InboxEvent::ReadAll { user_id, .. } => user_id,
+        }
+    }
+
+    pub fn seq(&self) -> Option<u64> {
+        match self {
+            InboxEvent::Created { seq, .. } | InboxEvent::Read { seq, .. } | InboxEvent::ReadAll { seq, .. } => *seq,
         }
     }
 }

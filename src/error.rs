@@ -47,6 +47,9 @@ pub enum ApiError {
     /// A correlation key is already bound to another live topic.
     #[error("{message}")]
     CorrelationConflict { message: String, index: Option<usize> },
+    /// The cluster broker is away, so a cluster-wide answer (presence) cannot be given.
+    #[error("{0}")]
+    BrokerUnavailable(String),
     #[error("{0}")]
     Store(#[from] StoreError),
 }
@@ -64,7 +67,7 @@ impl ApiError {
             ApiError::InvalidJson(_) | ApiError::InvalidQuery(_) => StatusCode::BAD_REQUEST,
             ApiError::InvalidRequest { .. } | ApiError::BatchTooLarge { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::AtCapacity => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::AtCapacity | ApiError::BrokerUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::TooManyConnections(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::InvalidTransition { .. } | ApiError::CorrelationConflict { .. } => StatusCode::CONFLICT,
@@ -84,6 +87,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::BatchTooLarge { .. } => "batch_too_large",
             ApiError::AtCapacity => "at_capacity",
+            ApiError::BrokerUnavailable(_) => "broker_unavailable",
             ApiError::TooManyConnections(_) => "too_many_connections",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::InvalidTransition { .. } => "invalid_transition",
@@ -159,6 +163,9 @@ pub enum CloseReason {
     TokenExpired,
     /// The client fell behind and its outbound queue overflowed; reconnect with `since` to catch up.
     SlowConsumer,
+    /// This node may have missed some of the user's events (the cluster broker was away, or an event did not
+    /// arrive in time); reconnect with `since` to catch up. Preceded by a `{"type":"resync"}` frame.
+    Resync,
 }
 
 impl CloseReason {
@@ -170,6 +177,7 @@ impl CloseReason {
             CloseReason::IdleTimeout => 4000,
             CloseReason::TokenExpired => 4001,
             CloseReason::SlowConsumer => 4008,
+            CloseReason::Resync => 4009,
         }
     }
 
@@ -181,6 +189,7 @@ impl CloseReason {
             CloseReason::IdleTimeout => "idle timeout",
             CloseReason::TokenExpired => "token expired",
             CloseReason::SlowConsumer => "slow consumer",
+            CloseReason::Resync => "resync: reconnect with since",
         }
     }
 }

@@ -23,6 +23,11 @@ pub struct Metrics {
     pub redis_mirror_dropped: Counter,
     pub redis_mirror_pending: Gauge,
     pub topic_deliveries: Counter,
+    pub resyncs: Counter,
+    pub cluster_published: Counter,
+    pub cluster_received: Counter,
+    pub cluster_publish_dropped: Counter,
+    pub cluster_subscriptions: Gauge,
 }
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -42,6 +47,11 @@ pub fn metrics() -> &'static Metrics {
         redis_mirror_dropped: metrics::counter!("herald_redis_mirror_dropped_total"),
         redis_mirror_pending: metrics::gauge!("herald_redis_mirror_pending"),
         topic_deliveries: metrics::counter!("herald_topic_deliveries_total"),
+        resyncs: metrics::counter!("herald_resyncs_total"),
+        cluster_published: metrics::counter!("herald_cluster_messages_published_total"),
+        cluster_received: metrics::counter!("herald_cluster_messages_received_total"),
+        cluster_publish_dropped: metrics::counter!("herald_cluster_messages_dropped_total"),
+        cluster_subscriptions: metrics::gauge!("herald_cluster_subscriptions"),
     })
 }
 
@@ -132,6 +142,24 @@ fn describe() {
         "Topic statuses not mirrored because the queue for Redis was full."
     );
     describe_gauge!("herald_redis_mirror_pending", "Topic statuses waiting to be written to Redis.");
+    describe_counter!(
+        "herald_resyncs_total",
+        "Connections told to resync (4009: reconnect with since) because this node may have missed events."
+    );
+    describe_counter!("herald_cluster_messages_published_total", "Events this node published to the cluster broker.");
+    describe_counter!(
+        "herald_cluster_messages_received_total",
+        "Events this node received from other nodes through the cluster broker."
+    );
+    describe_counter!(
+        "herald_cluster_messages_dropped_total",
+        "Events not published to the cluster broker because it was away and the queue for it was full."
+    );
+    describe_gauge!(
+        "herald_cluster_subscriptions",
+        "Users this node is subscribed to on the cluster broker (those with connections here)."
+    );
+    describe_gauge!("herald_cluster_broker_up", "1 while this node's connection to the cluster broker is up.");
     describe_gauge!("herald_amqp_consumer_state", "1 for each consumer's current state (connecting, consuming, down).");
 }
 

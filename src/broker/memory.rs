@@ -4,18 +4,19 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::{Broker, BrokerError, BrokerHealth};
-use crate::domain::InboxEvent;
+use super::{Broker, BrokerError, BrokerHealth, Headcount};
+use crate::domain::{InboxEvent, UserId};
 use crate::hub::Hub;
 use crate::topics::SharedChange;
 
 pub struct Memory {
     hub: Arc<Hub>,
+    node: String,
 }
 
 impl Memory {
-    pub fn new(hub: Arc<Hub>) -> Self {
-        Self { hub }
+    pub fn new(hub: Arc<Hub>, node: String) -> Self {
+        Self { hub, node }
     }
 }
 
@@ -31,7 +32,12 @@ impl Broker for Memory {
         Ok(())
     }
 
+    async fn presence(&self, user: &UserId) -> Result<Headcount, BrokerError> {
+        let connections = self.hub.registry.connections_of(user) as u64;
+        Ok(Headcount { connections, nodes: 1, nodes_asked: 1 })
+    }
+
     fn health(&self) -> BrokerHealth {
-        BrokerHealth { ok: true, backend: "memory" }
+        BrokerHealth { ok: true, backend: "memory", node: self.node.clone(), peers: None }
     }
 }

@@ -1,9 +1,11 @@
 //! The cluster broker: how committed inbox events reach the hub of every node.
 //!
-//! One node needs nothing more than handing events to its own hub ([`Memory`]). Backends for several nodes
-//! (Redis, NATS) implement the same trait: they publish the events and deliver what they receive to the
-//! local hub, in the order published.
+//! One node needs nothing more than handing events to its own hub ([`Memory`]). Several nodes sharing a
+//! PostgreSQL store use [`Cluster`] (`cluster/`): each node delivers its own events to its own connections
+//! and publishes them, per user, to the nodes holding that user's connections, which put them back in the
+//! user's commit order.
 
+pub mod cluster;
 mod memory;
 
 use std::sync::Arc;
@@ -12,9 +14,10 @@ use async_trait::async_trait;
 use thiserror::Error;
 use tokio::sync::mpsc;
 
+pub use cluster::{Cluster, Headcount};
 pub use memory::Memory;
 
-use crate::domain::InboxEvent;
+use crate::domain::{InboxEvent, UserId};
 use crate::mirror::RedisMirror;
 use crate::topics::{Namespaces, SharedChange};
 
@@ -28,6 +31,10 @@ pub enum BrokerError {
 pub struct BrokerHealth {
     pub ok: bool,
     pub backend: &'static str,
+    /// This node's id in the cluster.
+    pub node: String,
+    /// The other nodes heard from lately (`None` on one node).
+    pub peers: Option<Vec<String>>,
 }
 
 #[async_trait]
@@ -38,7 +45,15 @@ pub trait Broker: Send + Sync + 'static {
     /// Publishes committed topic events to every node, preserving their order.
     async fn publish_topics(&self, changes: Vec<SharedChange>) -> Result<(), BrokerError>;
 
+    /// The user's live connections on every node.
+    async fn presence(&self, user: &UserId) -> Result<Headcount, BrokerError>;
+
     fn health(&self) -> BrokerHealth;
+
+    /// Sends on what is still queued for other nodes (for at most `limit`), then stops.
+    async fn shutdown(&self, limit: std::time::Duration) {
+        let _ = limit;
+    }
 }
 
 /// Moves committed events from the store's feed to the broker, one group at a time, in commit order. Ends

@@ -60,6 +60,9 @@ pub struct Layer {
     pub shutdown_timeout_ms: Option<u64>,
     pub statsd_addr: Option<String>,
     pub redis_url: Option<String>,
+    pub broker: Option<String>,
+    pub node_id: Option<String>,
+    pub cluster_name: Option<String>,
     pub correlation_database_url: Option<String>,
     pub correlation_query: Option<String>,
     pub correlation_namespace: Option<String>,
@@ -98,6 +101,9 @@ const VARIABLES: &[(&str, &str)] = &[
     ("shutdown_timeout_ms", "HERALD_SHUTDOWN_TIMEOUT_MS"),
     ("statsd_addr", "HERALD_STATSD_ADDR"),
     ("redis_url", "HERALD_REDIS_URL"),
+    ("broker", "HERALD_BROKER"),
+    ("node_id", "HERALD_NODE_ID"),
+    ("cluster_name", "HERALD_CLUSTER_NAME"),
     ("correlation_database_url", "HERALD_CORRELATION_DATABASE_URL"),
     ("correlation_query", "HERALD_CORRELATION_QUERY"),
     ("correlation_namespace", "HERALD_CORRELATION_NAMESPACE"),
@@ -170,6 +176,9 @@ impl Layer {
             "shutdown_timeout_ms" => self.shutdown_timeout_ms = Some(number(key, value)?),
             "statsd_addr" => self.statsd_addr = text,
             "redis_url" => self.redis_url = text,
+            "broker" => self.broker = text,
+            "node_id" => self.node_id = text,
+            "cluster_name" => self.cluster_name = text,
             "correlation_database_url" => self.correlation_database_url = text,
             "correlation_query" => self.correlation_query = text,
             "correlation_namespace" => self.correlation_namespace = text,
@@ -204,6 +213,9 @@ impl Layer {
             shutdown_timeout_ms: self.shutdown_timeout_ms.or(lower.shutdown_timeout_ms),
             statsd_addr: self.statsd_addr.or(lower.statsd_addr),
             redis_url: self.redis_url.or(lower.redis_url),
+            broker: self.broker.or(lower.broker),
+            node_id: self.node_id.or(lower.node_id),
+            cluster_name: self.cluster_name.or(lower.cluster_name),
             correlation_database_url: self.correlation_database_url.or(lower.correlation_database_url),
             correlation_query: self.correlation_query.or(lower.correlation_query),
             correlation_namespace: self.correlation_namespace.or(lower.correlation_namespace),
@@ -291,11 +303,25 @@ pub struct Settings {
     /// Where topic statuses are mirrored (`SET <key> <status> EX <ttl>`); `None`: nowhere. It may hold a
     /// password: log it only through [`amqp::redact_url`].
     pub redis_url: Option<Secret>,
+    /// How committed events reach the other nodes' connections.
+    pub broker: BrokerUrl,
+    /// This node's name in the cluster (in `/health`, and on what it publishes).
+    pub node_id: String,
+    /// Nodes sharing a database and a broker share this; it prefixes every channel, so two clusters can
+    /// share one Redis or NATS.
+    pub cluster_name: String,
     /// `None`: no RabbitMQ consumer runs.
     pub amqp: Option<AmqpSettings>,
     pub topics: TopicSettings,
     /// How chain events find their intent: registered correlations, and optionally a PostgreSQL lookup.
     pub correlation: CorrelationSettings,
+}
+
+/// The cluster broker (`broker`): `memory` (one node) or a URL.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BrokerUrl {
+    Memory,
+    Redis(Secret),
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8004";
@@ -372,8 +398,30 @@ impl Settings {
         let redis_url = match layer.redis_url {
             None => None,
             Some(url) if url.is_empty() => None,
-            Some(url) => Some(parse_redis_url(url)?),
+            Some(url) => Some(parse_redis_url("redis_url", url)?),
         };
+        let broker = match layer.broker.as_deref().map(str::trim) {
+            None | Some("") | Some("memory") => BrokerUrl::Memory,
+            Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {
+                BrokerUrl::Redis(parse_redis_url("broker", url.to_owned())?)
+            }
+            Some(url) if url.starts_with("nats://") => {
+                return Err(invalid("broker", "nats:// is not supported yet: use redis://HOST[:PORT] or memory"))
+            }
+            Some(_) => return Err(invalid("broker", "expected memory or redis://[:PASSWORD@]HOST[:PORT][/DB]")),
+        };
+        if broker != BrokerUrl::Memory && !matches!(database, DatabaseUrl::Postgres(_)) {
+            return Err(invalid(
+                "broker",
+                "several nodes need one shared store: set database_url to postgres://… as well (each node's \
+                 SQLite file is its own)",
+            ));
+        }
+        let node_id = match layer.node_id {
+            None => generated_node_id(),
+            Some(id) => cluster_word("node_id", id)?,
+        };
+        let cluster_name = cluster_word("cluster_name", layer.cluster_name.unwrap_or_else(|| "herald".to_owned()))?;
         let amqp = amqp::resolve(layer.amqp.unwrap_or_default())?;
         let topics = topics::resolve(layer.topics.unwrap_or_default())?;
         let correlation =
@@ -404,6 +452,9 @@ impl Settings {
             shutdown_timeout: Duration::from_millis(layer.shutdown_timeout_ms.unwrap_or(10_000)),
             statsd_addr,
             redis_url,
+            broker,
+            node_id,
+            cluster_name,
             amqp,
             topics,
             correlation,
@@ -474,24 +525,39 @@ fn parse_database_url(url: &str) -> Result<DatabaseUrl, ConfigError> {
 
 /// A `redis://` URL, checked the way the client will read it. Messages never repeat the URL: it may hold a
 /// password.
-fn parse_redis_url(url: String) -> Result<Secret, ConfigError> {
+fn parse_redis_url(key: &'static str, url: String) -> Result<Secret, ConfigError> {
     let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
     match scheme {
         "redis" => {}
         "rediss" => {
             return Err(invalid(
-                "redis_url",
+                key,
                 "rediss:// (TLS) is not supported: this build has no TLS for Redis; use redis:// (over a \
                  private network or a TLS tunnel)",
             ))
         }
-        _ => return Err(invalid("redis_url", "expected a URL like redis://[:PASSWORD@]HOST[:PORT][/DB]")),
+        _ => return Err(invalid(key, "expected a URL like redis://[:PASSWORD@]HOST[:PORT][/DB]")),
     }
     if let Err(e) = redis::Client::open(url.as_str()) {
         // The client's messages name what is wrong (host, database number), not the URL's parts.
-        return Err(invalid("redis_url", format!("not a valid Redis URL: {e}")));
+        return Err(invalid(key, format!("not a valid Redis URL: {e}")));
     }
     Ok(Secret::new(url))
+}
+
+/// A node id or cluster name: it becomes part of channel names, so letters, digits, `-` and `_`, 1 to 64.
+fn cluster_word(key: &'static str, value: String) -> Result<String, ConfigError> {
+    let ok =
+        (1..=64).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !ok {
+        return Err(invalid(key, "expected 1 to 64 letters, digits, - or _"));
+    }
+    Ok(value)
+}
+
+/// A node id unique to this start: nodes need no setting of their own.
+fn generated_node_id() -> String {
+    format!("node-{:016x}", rand::random::<u64>())
 }
 
 #[cfg(test)]

@@ -25,9 +25,10 @@ pub struct Hub {
 }
 
 impl Hub {
-    pub fn new(max_connections: usize) -> Self {
+    /// `ordered`: deliver each user's events in their `seq` order (a cluster; see `Registry::new`).
+    pub fn new(max_connections: usize, ordered: bool) -> Self {
         Self {
-            registry: Arc::new(Registry::default()),
+            registry: Arc::new(Registry::new(ordered)),
             capacity: Capacity::new(max_connections),
             topics: Arc::new(TopicHub::default()),
         }
@@ -37,13 +38,25 @@ impl Hub {
     /// the user has a connection here.
     pub fn dispatch(&self, events: &[InboxEvent]) {
         for event in events {
-            self.registry.deliver(event.user_id(), || {
+            let frame = || {
                 let (notification, received_at) = match event {
-                    InboxEvent::Created { notification, received_at } => (Some(notification.id), Some(*received_at)),
+                    InboxEvent::Created { notification, received_at, .. } => {
+                        (Some(notification.id), Some(*received_at))
+                    }
                     _ => (None, None),
                 };
                 Frame { bytes: crate::protocol::event(event), notification, received_at, topic: None }
-            });
+            };
+            match event.seq() {
+                Some(seq) => {
+                    if self.registry.deliver_in_order(event.user_id(), seq, frame) {
+                        self.registry.resync(event.user_id());
+                    }
+                }
+                None => {
+                    self.registry.deliver(event.user_id(), frame);
+                }
+            }
         }
     }
 }

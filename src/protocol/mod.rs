@@ -49,6 +49,10 @@ pub fn pong() -> Bytes {
     Bytes::from_static(br#"{"type":"pong"}"#)
 }
 
+/// Sent just before a close with 4009: this node may have missed some of the user's events (the cluster
+/// broker was away, or one did not arrive in time), so the client must catch up by reconnecting with `since`.
+pub const RESYNC: &str = r#"{"type":"resync"}"#;
+
 /// The frame for an inbox event, built once and shared by every connection of the user.
 pub fn event(event: &InboxEvent) -> Bytes {
     match event {

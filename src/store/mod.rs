@@ -158,6 +158,13 @@ pub trait Store: Send + Sync + 'static {
 
     async fn snapshot(&self, user: &UserId, since: Since) -> Result<Snapshot, StoreError>;
 
+    /// Each user's place in their order of events: the `seq` of their newest committed event (0 for none), in
+    /// the order asked. Only a store that several nodes share numbers events (see `InboxEvent`).
+    async fn positions(&self, users: &[UserId]) -> Result<Vec<u64>, StoreError> {
+        let _ = users;
+        Err(StoreError::Internal("this store does not number events; a cluster needs PostgreSQL".into()))
+    }
+
     async fn mark_read(&self, user: &UserId, ids: Vec<NotificationId>) -> Result<MarkReadOutcome, StoreError>;
 
     /// Returns how many notifications changed from unread to read.

@@ -9,6 +9,7 @@ mod amqp;
 mod auth;
 mod bad_input;
 mod chain;
+mod cluster;
 mod config;
 mod fanout;
 mod graphql;

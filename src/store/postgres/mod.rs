@@ -182,6 +182,10 @@ impl Store for Postgres {
         reader::snapshot(&self.pool, user, since).await
     }
 
+    async fn positions(&self, users: &[UserId]) -> Result<Vec<u64>, StoreError> {
+        reader::positions(&self.pool, users).await
+    }
+
     async fn mark_read(&self, user: &UserId, ids: Vec<NotificationId>) -> Result<MarkReadOutcome, StoreError> {
         let user = user.clone();
         self.write(|reply| Command::MarkRead { user, ids, reply }).await

@@ -29,6 +29,24 @@ pub async fn unread_count(pool: &PgPool, user: &UserId) -> Result<u64, StoreErro
     counts(&mut conn, user).await.map(|(_, unread, _)| unread)
 }
 
+/// Each user's event count (`InboxEvent`'s `seq` of their newest event; 0 for a user never seen), in the
+/// order asked.
+pub async fn positions(pool: &PgPool, users: &[UserId]) -> Result<Vec<u64>, StoreError> {
+    let names: Vec<&str> = users.iter().map(UserId::as_str).collect();
+    let rows = sqlx::query("SELECT user_id, seq FROM herald_users WHERE user_id = ANY($1)")
+        .bind(&names)
+        .fetch_all(pool)
+        .await
+        .map_err(sql_error)?;
+    let mut found = std::collections::HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let user: String = row.try_get(0).map_err(sql_error)?;
+        let seq: i64 = row.try_get(1).map_err(sql_error)?;
+        found.insert(user, seq.max(0) as u64);
+    }
+    Ok(names.iter().map(|u| found.get(*u).copied().unwrap_or(0)).collect())
+}
+
 async fn read_only(pool: &PgPool) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
     pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY").await.map_err(sql_error)
 }

@@ -28,10 +28,11 @@ use crate::domain::{Notification, NotificationId, Timestamp, UserId};
 use crate::store::StoreError;
 
 /// Migrations in order: (version, description, SQL). Never edit one that has shipped: add the next.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "inbox",
-    r#"
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "inbox",
+        r#"
 CREATE TABLE herald_users (
     user_id text PRIMARY KEY,
     last_id uuid,                      -- the user's newest notification id
@@ -60,7 +61,17 @@ CREATE TABLE deliveries (
     PRIMARY KEY (user_id, id)
 );
 "#,
-)];
+    ),
+    (
+        2,
+        "per-user event sequence",
+        r#"
+-- How many events (creates, reads, read-alls) the user has had, in commit order: each event's `seq` is this
+-- value after it, so a node receiving events from others can reorder them and notice one missing.
+ALTER TABLE herald_users ADD COLUMN seq bigint NOT NULL DEFAULT 0;
+"#,
+    ),
+];
 
 pub fn migrator() -> Migrator {
     let migrations = MIGRATIONS

@@ -234,6 +234,7 @@ impl Writer {
         users.sort_unstable();
         users.dedup();
         let mut newest = lock_users(&mut tx, &users).await?;
+        let first_seq: Vec<(String, u64)> = newest.iter().map(|(u, row)| (u.clone(), row.seq)).collect();
         let mut outputs = Vec::with_capacity(work.len());
         let mut events = Vec::new();
         let mut i = 0;
@@ -254,16 +255,17 @@ impl Writer {
                     i += run;
                 }
                 Command::MarkRead { user, ids, .. } => {
-                    outputs.push(Output::Read(mark_read(&mut tx, user, ids, now, &mut events).await?));
+                    outputs.push(Output::Read(mark_read(&mut tx, user, ids, now, &mut newest, &mut events).await?));
                     i += 1;
                 }
                 Command::MarkAllRead { user, .. } => {
-                    outputs.push(Output::AllRead(mark_all_read(&mut tx, user, now, &mut events).await?));
+                    outputs.push(Output::AllRead(mark_all_read(&mut tx, user, now, &mut newest, &mut events).await?));
                     i += 1;
                 }
                 Command::Tick | Command::Shutdown { .. } => i += 1,
             }
         }
+        record_seq(&mut tx, &first_seq, &newest).await?;
         tx.commit().await.map_err(failure)?;
         Ok((outputs, events))
     }
@@ -332,13 +334,60 @@ impl Default for NodeIds {
     }
 }
 
-/// Locks the users' rows, making those that are new, in one statement and in the order given (sorted), and
-/// returns each one's newest id. An upsert rather than `SELECT … FOR UPDATE` then an insert of the missing:
-/// that pair takes locks in two passes, and two groups doing it at once can deadlock.
-async fn lock_users(
+/// A locked user's row as this transaction has changed it so far.
+struct UserRow {
+    /// The newest notification id.
+    last: Option<ulid::Ulid>,
+    /// The user's events so far (see `InboxEvent`'s `seq`).
+    seq: u64,
+}
+
+impl UserRow {
+    /// The next event's place in the user's order.
+    fn next_seq(&mut self) -> Option<u64> {
+        self.seq += 1;
+        Some(self.seq)
+    }
+}
+
+fn row_of<'a>(newest: &'a mut HashMap<String, UserRow>, user: &str) -> Result<&'a mut UserRow, Failure> {
+    newest
+        .get_mut(user)
+        .ok_or_else(|| Failure::Fail(StoreError::Internal(format!("the row of user {user:?} was not locked"))))
+}
+
+/// Writes the users' new event counts, for those that had events in this transaction.
+async fn record_seq(
     tx: &mut Transaction<'_, Postgres>,
-    users: &[&str],
-) -> Result<HashMap<String, Option<ulid::Ulid>>, Failure> {
+    before: &[(String, u64)],
+    newest: &HashMap<String, UserRow>,
+) -> Result<(), Failure> {
+    let (users, seqs): (Vec<&str>, Vec<i64>) = before
+        .iter()
+        .filter_map(|(user, was)| {
+            let now = newest.get(user)?.seq;
+            (now != *was).then(|| (user.as_str(), i64::try_from(now).unwrap_or(i64::MAX)))
+        })
+        .unzip();
+    if users.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE herald_users u SET seq = v.seq FROM unnest($1::text[], $2::int8[]) AS v(user_id, seq) \
+         WHERE u.user_id = v.user_id",
+    )
+    .bind(&users)
+    .bind(&seqs)
+    .execute(&mut **tx)
+    .await
+    .map_err(failure)?;
+    Ok(())
+}
+
+/// Locks the users' rows, making those that are new, in one statement and in the order given (sorted), and
+/// returns each one's newest id and event count. An upsert rather than `SELECT … FOR UPDATE` then an insert of the missing:
+/// that pair takes locks in two passes, and two groups doing it at once can deadlock.
+async fn lock_users(tx: &mut Transaction<'_, Postgres>, users: &[&str]) -> Result<HashMap<String, UserRow>, Failure> {
     let mut newest = HashMap::with_capacity(users.len());
     if users.is_empty() {
         return Ok(newest);
@@ -347,7 +396,7 @@ async fn lock_users(
     // update changes no indexed value, so it stays a heap-only tuple update.
     let rows = sqlx::query(
         "INSERT INTO herald_users AS u (user_id) SELECT t.user_id FROM unnest($1::text[]) AS t(user_id) \
-         ORDER BY t.user_id ON CONFLICT (user_id) DO UPDATE SET total = u.total RETURNING user_id, last_id",
+         ORDER BY t.user_id ON CONFLICT (user_id) DO UPDATE SET total = u.total RETURNING user_id, last_id, seq",
     )
     .bind(users)
     .fetch_all(&mut **tx)
@@ -360,14 +409,12 @@ async fn lock_users(
     Ok(newest)
 }
 
-fn read_newest(
-    rows: &[sqlx::postgres::PgRow],
-    newest: &mut HashMap<String, Option<ulid::Ulid>>,
-) -> Result<(), StoreError> {
+fn read_newest(rows: &[sqlx::postgres::PgRow], newest: &mut HashMap<String, UserRow>) -> Result<(), StoreError> {
     for row in rows {
         let user: String = row.try_get(0).map_err(sql_error)?;
         let last: Option<Uuid> = row.try_get(1).map_err(sql_error)?;
-        newest.insert(user, last.map(|u| ulid::Ulid(u.as_u128())));
+        let seq: i64 = row.try_get(2).map_err(sql_error)?;
+        newest.insert(user, UserRow { last: last.map(|u| ulid::Ulid(u.as_u128())), seq: seq.max(0) as u64 });
     }
     Ok(())
 }
@@ -390,7 +437,7 @@ struct NewRows<'a> {
 async fn insert(
     tx: &mut Transaction<'_, Postgres>,
     batches: &[&[NewNotification]],
-    newest: &mut HashMap<String, Option<ulid::Ulid>>,
+    newest: &mut HashMap<String, UserRow>,
     ids: &mut NodeIds,
     events: &mut Vec<InboxEvent>,
 ) -> Result<Vec<Vec<InsertOutcome>>, Failure> {
@@ -430,9 +477,10 @@ async fn insert(
                 batch_outcomes.push(InsertOutcome::Existing(existing.clone()));
                 continue;
             }
-            let floor = newest.get(item.user_id.as_str()).copied().flatten();
-            let ulid = ids.next_above(floor)?;
-            newest.insert(item.user_id.as_str().to_owned(), Some(ulid));
+            let row = row_of(newest, item.user_id.as_str())?;
+            let ulid = ids.next_above(row.last)?;
+            row.last = Some(ulid);
+            let seq = row.next_seq();
             let id = NotificationId::from_ulid(ulid);
             let notification = Arc::new(Notification::created(item, id));
             rows.users.push(item.user_id.as_str());
@@ -448,7 +496,7 @@ async fn insert(
                 // A second item with the same key, later in this transaction, gets this one.
                 known.insert(key, notification.clone());
             }
-            events.push(InboxEvent::Created { notification: notification.clone(), received_at: item.received_at });
+            events.push(InboxEvent::Created { notification: notification.clone(), received_at: item.received_at, seq });
             batch_outcomes.push(InsertOutcome::Created(notification));
         }
         outcomes.push(batch_outcomes);
@@ -459,7 +507,7 @@ async fn insert(
     let (changed_users, counts): (Vec<&str>, Vec<i64>) = created_per_user.into_iter().unzip();
     let last_ids: Vec<Uuid> = changed_users
         .iter()
-        .map(|u| newest.get(*u).copied().flatten().map_or(Uuid::nil(), |id| Uuid::from_u128(id.0)))
+        .map(|u| newest.get(*u).and_then(|row| row.last).map_or(Uuid::nil(), |id| Uuid::from_u128(id.0)))
         .collect();
     // The rows and the users' newest ids and counts in one statement (one round trip): a data-modifying
     // `WITH` runs whether or not anything reads it.
@@ -493,6 +541,7 @@ async fn mark_read(
     user: &UserId,
     targets: &[NotificationId],
     now: Timestamp,
+    newest: &mut HashMap<String, UserRow>,
     events: &mut Vec<InboxEvent>,
 ) -> Result<MarkReadOutcome, Failure> {
     let wanted: Vec<Uuid> = targets.iter().map(|id| schema::uuid(*id)).collect();
@@ -537,7 +586,8 @@ async fn mark_read(
             .execute(&mut **tx)
             .await
             .map_err(failure)?;
-        events.push(InboxEvent::Read { user_id: user.clone(), ids: outcome.newly_read.clone() });
+        let seq = row_of(newest, user.as_str())?.next_seq();
+        events.push(InboxEvent::Read { user_id: user.clone(), ids: outcome.newly_read.clone(), seq });
     }
     Ok(outcome)
 }
@@ -546,6 +596,7 @@ async fn mark_all_read(
     tx: &mut Transaction<'_, Postgres>,
     user: &UserId,
     now: Timestamp,
+    newest: &mut HashMap<String, UserRow>,
     events: &mut Vec<InboxEvent>,
 ) -> Result<u64, Failure> {
     // The user's row is locked (see `lock_users`): a create committing beside this is either wholly before it
@@ -563,7 +614,8 @@ async fn mark_all_read(
         .await
         .map_err(failure)?;
     // Sent even when nothing changed, so a tab that missed an update converges.
-    events.push(InboxEvent::ReadAll { user_id: user.clone() });
+    let seq = row_of(newest, user.as_str())?.next_seq();
+    events.push(InboxEvent::ReadAll { user_id: user.clone(), seq });
     Ok(changed)
 }
 

@@ -281,7 +281,11 @@ fn insert(
                 item.idempotency_key.as_ref().map(|k| k.as_str()),
             ])
             .map_err(sql_error)?;
-            events.push(InboxEvent::Created { notification: notification.clone(), received_at: item.received_at });
+            events.push(InboxEvent::Created {
+                notification: notification.clone(),
+                received_at: item.received_at,
+                seq: None,
+            });
             staged.push((item.user_id.clone(), id));
             outcomes.push(InsertOutcome::Created(notification));
         }
@@ -351,7 +355,7 @@ fn mark_read(
         subtract_unread(tx, user, indexed)?;
     }
     if !outcome.newly_read.is_empty() {
-        events.push(InboxEvent::Read { user_id: user.clone(), ids: outcome.newly_read.clone() });
+        events.push(InboxEvent::Read { user_id: user.clone(), ids: outcome.newly_read.clone(), seq: None });
     }
     Ok(outcome)
 }
@@ -394,7 +398,7 @@ fn mark_all_read(
         clear_unread(tx, user)?;
     }
     // Sent even when nothing changed, so a tab that missed an update converges.
-    events.push(InboxEvent::ReadAll { user_id: user.clone() });
+    events.push(InboxEvent::ReadAll { user_id: user.clone(), seq: None });
     Ok(changed)
 }
 

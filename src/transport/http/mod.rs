@@ -2,6 +2,7 @@
 
 pub mod extract;
 pub mod inbox;
+mod presence;
 mod system;
 pub mod topics;
 
@@ -26,6 +27,7 @@ pub fn routes(state: AppState) -> Router {
         .route("/api/v1/notifications/read-all", post(inbox::mark_all_read))
         .route("/api/v1/notifications/{id}/read", post(inbox::mark_read))
         .route("/api/v1/openapi.json", get(system::openapi))
+        .route("/api/v1/users/{id}/presence", get(presence::presence))
         .route("/health", get(system::health))
         .route("/metrics", get(system::metrics))
         .route("/api/v1/topics/events/batch", post(ingest::topics::publish_batch))

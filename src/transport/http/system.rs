@@ -16,8 +16,10 @@ pub async fn health(State(state): State<AppState>) -> Response {
     let broker = state.broker.health();
     let stopping = state.stopping.is_cancelled();
     let amqp_ok = state.amqp.as_ref().is_none_or(|a| a.ok());
-    let ok = store.ok && topics.ok && broker.ok && amqp_ok && !stopping;
-    let status = if ok {
+    // A cluster broker that is away leaves the node serving its own connections and publishes: degraded, but
+    // not to be taken out of the load balancer.
+    let ok = store.ok && topics.ok && amqp_ok && !stopping;
+    let status = if ok && broker.ok {
         "ok"
     } else if stopping {
         "stopping"
@@ -41,7 +43,12 @@ pub async fn health(State(state): State<AppState>) -> Response {
             "watched": state.hub.topics.topics(),
             "subscribers": state.hub.topics.subscriptions(),
         },
-        "broker": { "status": if broker.ok { "ok" } else { "down" }, "backend": broker.backend },
+        "node": broker.node,
+        "broker": {
+            "status": if broker.ok { "ok" } else { "down" },
+            "backend": broker.backend,
+            "peers": broker.peers,
+        },
         "redis": state.mirror.as_ref().map(|m| m.health()),
         "amqp": state.amqp.as_ref().map(|a| {
             let consumers = a.health();

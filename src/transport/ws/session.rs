@@ -99,6 +99,11 @@ impl Session {
     }
 
     async fn send_backlog(&mut self, since: Option<NotificationId>) -> Result<(), Flow> {
+        // In a cluster, the backlog must be read once this node hears every later event of the user; a start
+        // that does not come in time (the store is away) is a resync, never a silent gap.
+        if !self.registration.started(crate::broker::cluster::GAP_LIMIT).await {
+            return Err(Flow::Close(CloseReason::Resync));
+        }
         let backlogs = self.state.backlogs.clone();
         let _turn = backlogs.acquire_owned().await.map_err(|_| Flow::Close(CloseReason::GoingAway))?;
         let from = match since {

@@ -122,6 +122,10 @@ pub async fn send(socket: &mut WebSocket, frame: Bytes) -> Result<(), Flow> {
 
 /// Sends a close frame and waits (bounded) for it to be written.
 pub async fn close(socket: &mut WebSocket, reason: CloseReason) {
+    if reason == CloseReason::Resync {
+        let frame = Message::Text(Utf8Bytes::from_static(crate::protocol::RESYNC));
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.send(frame)).await;
+    }
     let frame = CloseFrame { code: reason.code(), reason: Utf8Bytes::from_static(reason.reason()) };
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.send(Message::Close(Some(frame)))).await;
 }

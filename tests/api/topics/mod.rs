@@ -2,7 +2,7 @@
 //! order-streaming design's own URLs.
 
 mod publish;
-mod redis;
+pub(crate) mod redis;
 mod streams;
 
 use std::path::Path;

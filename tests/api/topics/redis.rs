@@ -164,7 +164,7 @@ async fn a_namespace_has_its_own_key_and_ttl_and_an_empty_key_mirrors_nothing() 
 
 /// A `redis-server` of the test's own on a port chosen before it starts, so that Herald can be pointed at
 /// a Redis that is not there yet. Killed when dropped.
-struct PrivateRedis {
+pub(crate) struct PrivateRedis {
     port: u16,
     password: &'static str,
     dir: TempDir,
@@ -173,7 +173,7 @@ struct PrivateRedis {
 
 impl PrivateRedis {
     /// Picks a free port; `None` (outside CI) when there is no `redis-server` to run.
-    fn reserve() -> Option<PrivateRedis> {
+    pub(crate) fn reserve() -> Option<PrivateRedis> {
         if let Err(e) = std::process::Command::new("redis-server").arg("--version").output() {
             unavailable(format!("cannot run redis-server ({e})"));
             return None;
@@ -182,11 +182,11 @@ impl PrivateRedis {
         Some(PrivateRedis { port, password: "mirror-test-pw-7d1c", dir: tempfile::tempdir().unwrap(), child: None })
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://:{}@127.0.0.1:{}", self.password, self.port)
     }
 
-    async fn start(&mut self) -> MultiplexedConnection {
+    pub(crate) async fn start(&mut self) -> MultiplexedConnection {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--requirepass", self.password])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
@@ -201,6 +201,15 @@ impl PrivateRedis {
         self.child = Some(child);
         let url = self.url();
         wait_until("the private redis-server to answer", WAIT, || async { connect(&url).await.ok() }).await
+    }
+}
+
+impl PrivateRedis {
+    /// Kills the server (as a crash would) and waits for it to be gone.
+    pub(crate) async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
     }
 }
 

@@ -1,0 +1,234 @@
+//! Several Herald nodes on one PostgreSQL schema and one Redis (`HERALD_BROKER=redis://…`), each test a cluster
+//! of its own (a fresh schema, a cluster name of its own on the machine's Redis, so tests run in parallel):
+//! a notification published on one node reaches the user's tabs on the others once each and in order,
+//! read-state follows, presence counts every node, and two nodes publishing to one user at once keep the
+//! user's order for a tab on a third.
+
+use std::collections::HashSet;
+
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+
+use crate::helpers::postgres::StoreSchema;
+use crate::helpers::{id, wait_until, TestApp, WAIT};
+
+const REDIS: &str = "redis://127.0.0.1:6379";
+
+struct Cluster {
+    nodes: Vec<TestApp>,
+    _schema: StoreSchema,
+}
+
+async fn cluster(size: usize) -> Cluster {
+    cluster_on(size, REDIS).await
+}
+
+async fn cluster_on(size: usize, redis: &str) -> Cluster {
+    let schema = StoreSchema::create();
+    let name = format!("t{}", ulid::Ulid::new().to_string().to_lowercase());
+    let mut nodes = Vec::with_capacity(size);
+    for n in 0..size {
+        let (url, name, redis) = (schema.url(), name.clone(), redis.to_owned());
+        nodes.push(
+            TestApp::spawn_with(|s| {
+                s.env("HERALD_DATABASE_URL", url)
+                    .env("HERALD_BROKER", redis)
+                    .env("HERALD_CLUSTER_NAME", name)
+                    .env("HERALD_NODE_ID", format!("node-{}", n + 1));
+            })
+            .await,
+        );
+    }
+    // Every node has heard every other (heartbeats): presence asks them all.
+    for node in &nodes {
+        wait_until("every node to see the others", WAIT, || async {
+            let health = node.health().await;
+            (health["broker"]["status"] == "ok"
+                && health["broker"]["peers"].as_array().is_some_and(|p| p.len() == size - 1))
+            .then_some(())
+        })
+        .await;
+    }
+    Cluster { nodes, _schema: schema }
+}
+
+fn user() -> String {
+    format!("u-{}", ulid::Ulid::new())
+}
+
+async fn presence(node: &TestApp, user: &str) -> Value {
+    let (status, body) = node.get_json(&format!("/api/v1/users/{user}/presence"), Some(&node.api_key)).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+#[tokio::test]
+async fn a_notification_published_on_one_node_reaches_tabs_on_the_others_once_each_in_order() {
+    let c = cluster(3).await;
+    let alice = user();
+    let mut tab1 = c.nodes[0].connect_ws(&alice).await;
+    let mut tab3 = c.nodes[2].connect_ws(&alice).await;
+    let health = c.nodes[0].health().await;
+    assert_eq!((&health["node"], &health["broker"]["backend"]), (&json!("node-1"), &json!("redis")), "{health}");
+
+    let published = c.nodes[1].notify_many(&alice, "n", 20).await;
+    let want: Vec<&str> = published.iter().map(id).collect();
+    for tab in [&mut tab1, &mut tab3] {
+        let got = tab.next_notifications(20).await;
+        assert_eq!(got.iter().map(id).collect::<Vec<_>>(), want);
+        // Nothing more: each arrived once.
+        tab.assert_alive().await;
+    }
+
+    // Read on node 1 (over the socket) reaches the tab on node 3, and the count on node 2.
+    tab1.send_json(&json!({"type": "mark_read", "ids": [want[0]]})).await;
+    let read = tab3.next_of_type("read").await;
+    assert_eq!(read["ids"], json!([want[0]]));
+    assert_eq!(c.nodes[1].unread_count(&alice).await, 19);
+    assert_eq!(c.nodes[2].read_all(&alice).await.status(), 200);
+    tab1.next_of_type("read_all").await;
+
+    // Presence counts the tabs on every node, asked of any node.
+    let mut tab3b = c.nodes[2].connect_ws(&alice).await;
+    for node in &c.nodes {
+        let p = presence(node, &alice).await;
+        assert_eq!((&p["online"], &p["connections"], &p["nodes"]), (&json!(true), &json!(3), &json!(3)), "{p}");
+    }
+    tab3b.assert_alive().await;
+    // Publishers only: a user's token is refused, and a bad user id is a clear error.
+    let (status, _) =
+        c.nodes[0].get_json(&format!("/api/v1/users/{alice}/presence"), Some(&c.nodes[0].token(&alice))).await;
+    assert_eq!(status, 403);
+    let (status, body) = c.nodes[0].get_json("/api/v1/users/a%0Ab/presence", Some(&c.nodes[0].api_key)).await;
+    assert_eq!((status, &body["error"]["code"]), (422, &json!("invalid_request")), "{body}");
+    drop(tab1);
+    drop(tab3);
+    drop(tab3b);
+    wait_until("the tabs to be gone from presence", WAIT, || async {
+        (presence(&c.nodes[1], &alice).await["connections"] == 0).then_some(())
+    })
+    .await;
+    assert_eq!(presence(&c.nodes[1], &alice).await["online"], false);
+}
+
+#[tokio::test]
+async fn two_nodes_publishing_to_one_user_at_once_keep_the_users_order_on_a_third() {
+    let c = cluster(3).await;
+    let bob = user();
+    let mut tab = c.nodes[2].connect_ws(&bob).await;
+    let per_node = 150;
+    let publish = |node: &TestApp| {
+        let (http, url, key, bob) =
+            (node.http.clone(), node.url("/api/v1/notifications"), node.api_key.clone(), bob.clone());
+        tokio::spawn(async move {
+            let mut ids = Vec::with_capacity(per_node);
+            for i in 0..per_node {
+                let body = json!({"user_id": bob, "type": "race", "title": format!("{i}")});
+                let r = http.post(&url).bearer_auth(&key).json(&body).send().await.expect("publish");
+                assert_eq!(r.status(), 201);
+                let v: Value = r.json().await.expect("JSON");
+                ids.push(v["id"].as_str().expect("an id").to_owned());
+            }
+            ids
+        })
+    };
+    let (a, b) = (publish(&c.nodes[0]), publish(&c.nodes[1]));
+    let published: HashSet<String> = a.await.unwrap().into_iter().chain(b.await.unwrap()).collect();
+    let got = tab.next_notifications(2 * per_node).await;
+    let ids: Vec<String> = got.iter().map(|n| id(n).to_owned()).collect();
+    // Once each, in commit order (ids rise per user in commit order), and every one of them.
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "out of order or repeated");
+    assert_eq!(ids.iter().cloned().collect::<HashSet<_>>(), published);
+    tab.assert_alive().await;
+
+    // A reconnect with `since` from the middle gets exactly the rest, in order.
+    let middle = &ids[per_node];
+    let again = c.nodes[0].connect_ws_since(&bob, middle).await;
+    assert_eq!(again.backlog_ids(), ids[per_node + 1..].to_vec());
+}
+
+#[tokio::test]
+async fn a_cluster_needs_postgres_and_a_known_broker() {
+    for (broker, database, want) in [
+        ("redis://127.0.0.1:6379", None, "postgres"),
+        ("kafka://x", Some("postgres://127.0.0.1/test"), "expected memory or redis"),
+    ] {
+        let mut settings = crate::helpers::Settings::default();
+        settings.env("HERALD_BROKER", broker);
+        if let Some(url) = database {
+            settings.env("HERALD_DATABASE_URL", url);
+        }
+        let out = crate::helpers::run_herald(&["serve"], &settings).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains("broker") && stderr.contains(want), "{stderr}");
+    }
+}
+
+/// Follows the protocol as a client must: reads live notifications; on a close (4009 resync, or any other)
+/// reconnects with `since` the last one it has, and takes the backlog. Returns once it has `count`.
+async fn follow(node: &TestApp, user: &str, mut tab: crate::helpers::WsClient, count: usize) -> (Vec<String>, u32) {
+    let mut got: Vec<String> = Vec::new();
+    let mut resyncs = 0;
+    while got.len() < count {
+        let frame = match tokio::time::timeout(WAIT, tab.socket().next()).await {
+            Ok(frame) => frame,
+            Err(_) => panic!("stuck at {} of {count} notifications", got.len()),
+        };
+        match frame {
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Text(text))) => {
+                let frame: Value = serde_json::from_str(text.as_str()).expect("JSON");
+                match frame["type"].as_str() {
+                    Some("notification") => got.push(id(&frame["data"]).to_owned()),
+                    Some("resync") => resyncs += 1,
+                    _ => {}
+                }
+            }
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Close(close))) => {
+                let code = close.map(|c| u16::from(c.code));
+                assert_eq!(code, Some(4009), "only a resync closes the tab here");
+                tab = match got.last() {
+                    Some(last) => node.connect_ws_since(user, last).await,
+                    None => node.connect_ws(user).await,
+                };
+                got.extend(tab.backlog_ids());
+            }
+            Some(Ok(_)) => {}
+            other => panic!("the tab failed: {other:?}"),
+        }
+    }
+    (got, resyncs)
+}
+
+#[tokio::test]
+async fn with_redis_down_each_node_serves_its_own_and_a_client_following_the_protocol_loses_nothing() {
+    let Some(mut redis) = crate::topics::redis::PrivateRedis::reserve() else { return };
+    redis.start().await;
+    let c = cluster_on(2, &redis.url()).await;
+    let carol = user();
+    let tab = c.nodes[1].connect_ws(&carol).await;
+    let mut published: Vec<String> = Vec::new();
+    for node in [0, 1] {
+        published.extend(c.nodes[node].notify_many(&carol, "before", 3).await.iter().map(|n| id(n).to_owned()));
+    }
+
+    redis.kill().await;
+    wait_until("node 2 to see the broker down", WAIT, || async {
+        (c.nodes[1].health().await["broker"]["status"] == "down").then_some(())
+    })
+    .await;
+    // Both nodes take publishes; node 2's own reach its tab at once, node 1's must wait for Redis.
+    let mut own = c.nodes[1].connect_ws(&carol).await;
+    let mine = c.nodes[1].notify(&carol, "during", "on node 2").await;
+    assert_eq!(id(&own.next_notification().await), id(&mine));
+    published.push(id(&mine).to_owned());
+    published.extend(c.nodes[0].notify_many(&carol, "during", 3).await.iter().map(|n| id(n).to_owned()));
+    published.extend(c.nodes[0].notify_many(&carol, "during-2", 2).await.iter().map(|n| id(n).to_owned()));
+    let health = c.nodes[1].health().await;
+    assert_eq!((&health["status"], &health["broker"]["status"]), (&json!("degraded"), &json!("down")), "{health}");
+
+    redis.start().await;
+    published.extend(c.nodes[0].notify_many(&carol, "after", 3).await.iter().map(|n| id(n).to_owned()));
+    let (got, resyncs) = follow(&c.nodes[1], &carol, tab, published.len()).await;
+    // Everything, once, in the user's commit order: whether by late delivery or by resync and `since`.
+    assert_eq!(got, published, "resyncs: {resyncs}");
+}
