@@ -160,7 +160,16 @@ impl Registry {
         });
         let mut shard = self.shard(&user);
         match shard.entry(user.clone()) {
-            Entry::Occupied(mut e) => e.get_mut().connections.push(connection.clone()),
+            Entry::Occupied(mut e) => {
+                let present = e.get_mut();
+                present.connections.push(connection.clone());
+                // The user's other connections here are closing to resync (this may be one of them coming
+                // back already): this one starts a fresh stream, from the store's position.
+                if present.stream.as_ref().is_some_and(|s| s.resyncing) {
+                    present.stream = Some(Box::new(Stream::new(connection.id)));
+                    self.note_change(&user);
+                }
+            }
             Entry::Vacant(e) => {
                 let stream = self.ordered.then(|| Box::new(Stream::new(connection.id)));
                 e.insert(Present { connections: vec![connection.clone()], stream });
@@ -465,6 +474,24 @@ mod tests {
         let (frames, closing) = tab.connection().outbox.take();
         assert!(frames.is_empty());
         assert_eq!(closing, Some(CloseReason::Resync));
+    }
+
+    #[test]
+    fn a_connection_that_comes_while_the_others_resync_starts_a_fresh_stream() {
+        let registry = Arc::new(Registry::new(true));
+        let dan = UserId::parse("dan").unwrap();
+        let old = registry.register(dan.clone(), 8);
+        let Presence::Starting(generation) = registry.presence(&dan) else { panic!("not starting") };
+        registry.start(&dan, generation, 3);
+        registry.resync(&dan);
+        // The client reconnects before its old connection has gone.
+        let new = registry.register(dan.clone(), 8);
+        let Presence::Starting(fresh) = registry.presence(&dan) else { panic!("the new connection joined a resync") };
+        assert_ne!(fresh, generation);
+        assert!(registry.start(&dan, fresh, 5));
+        registry.deliver_in_order(&dan, 6, || numbered(6));
+        assert_eq!(taken(&new), ["6"]);
+        drop(old);
     }
 
     #[test]

@@ -225,6 +225,9 @@ async fn with_redis_down_each_node_serves_its_own_and_a_client_following_the_pro
     published.extend(c.nodes[0].notify_many(&carol, "during-2", 2).await.iter().map(|n| id(n).to_owned()));
     let health = c.nodes[1].health().await;
     assert_eq!((&health["status"], &health["broker"]["status"]), (&json!("degraded"), &json!("down")), "{health}");
+    let (status, body) =
+        c.nodes[1].get_json(&format!("/api/v1/users/{carol}/presence"), Some(&c.nodes[1].api_key)).await;
+    assert_eq!((status, &body["error"]["code"]), (503, &json!("broker_unavailable")), "{body}");
 
     redis.start().await;
     published.extend(c.nodes[0].notify_many(&carol, "after", 3).await.iter().map(|n| id(n).to_owned()));

@@ -380,13 +380,14 @@ impl Cluster {
     /// The user's connections on every node: this node's count, and the others' answers to a query on the
     /// control channel (those that answer within [`PRESENCE_WAIT`]).
     pub async fn headcount(&self, user: &UserId) -> Result<Headcount, BrokerError> {
+        // Checked first: with the broker away, peers stop being heard from and would seem gone.
+        if !self.link.up() {
+            return Err(BrokerError::Unavailable("the cluster broker is away: other nodes cannot be asked".into()));
+        }
         let here = self.hub.registry.connections_of(user) as u64;
         let asked = self.peers().len();
         if asked == 0 {
             return Ok(Headcount { connections: here, nodes: 1, nodes_asked: 1 });
-        }
-        if !self.link.up() {
-            return Err(BrokerError::Unavailable("the cluster broker is away: other nodes cannot be asked".into()));
         }
         let request = self.next_query.fetch_add(1, Ordering::Relaxed);
         let (replies, mut answers) = mpsc::channel(asked + 8);
