@@ -94,7 +94,8 @@ async fn postgres_is_durable_across_reopen() {
     assert_eq!(page.items.iter().rev().map(|n| n.id).collect::<Vec<_>>(), ids);
     assert_eq!((page.total, page.unread_count), (2, 2));
     // A second start migrates nothing and finds the same schema.
-    assert_eq!(psql(&format!("SELECT count(*) FROM {}._sqlx_migrations", schema.name)), "1");
+    let applied = psql(&format!("SELECT count(*) FROM {}._sqlx_migrations", schema.name));
+    assert_eq!(applied, herald::store::postgres::latest_version().to_string());
 }
 
 #[tokio::test]
@@ -287,4 +288,30 @@ async fn postgres_nodes_writing_everything_at_once_never_fail() {
         let unread = page.items.iter().filter(|n| !n.read).count() as u64;
         assert_eq!(page.unread_count, unread, "{u}: the count matches the rows");
     }
+}
+
+#[tokio::test]
+async fn postgres_numbers_each_users_events_in_commit_order() {
+    let schema = Schema::create();
+    let (store, mut feed) = open(&schema).await;
+    let created = created_ids(
+        &store.insert(vec![new("alice", "a", None), new("bob", "b", None), new("alice", "c", None)]).await.unwrap(),
+    );
+    let mut seqs: Vec<(String, Option<u64>)> = Vec::new();
+    let mut take = |events: Vec<herald::domain::InboxEvent>| {
+        seqs.extend(events.iter().map(|e| (e.user_id().as_str().to_owned(), e.seq())));
+    };
+    take(next_events(&mut feed).await);
+    store.mark_read(&user("alice"), vec![created[0]]).await.unwrap();
+    take(next_events(&mut feed).await);
+    // Marking it again changes nothing: no event, no number.
+    store.mark_read(&user("alice"), vec![created[0]]).await.unwrap();
+    store.mark_all_read(&user("alice")).await.unwrap();
+    take(next_events(&mut feed).await);
+    let alice: Vec<Option<u64>> = seqs.iter().filter(|(u, _)| u == "alice").map(|(_, s)| *s).collect();
+    assert_eq!(alice, [Some(1), Some(2), Some(3), Some(4)]);
+    assert_eq!(seqs.iter().filter(|(u, _)| u == "bob").map(|(_, s)| *s).collect::<Vec<_>>(), [Some(1)]);
+    let positions = store.positions(&[user("alice"), user("nobody"), user("bob")]).await.unwrap();
+    assert_eq!(positions, [4, 0, 1]);
+    store.shutdown().await;
 }

@@ -10,6 +10,8 @@
 
 mod reader;
 mod schema;
+
+pub use schema::latest_version;
 mod writer;
 
 use std::str::FromStr;
