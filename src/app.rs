@@ -80,21 +80,16 @@ impl Application {
         };
         let broker: Arc<dyn Broker> = match &settings.broker {
             BrokerUrl::Memory => Arc::new(broker::Memory::new(hub.clone(), settings.node_id.clone())),
-            BrokerUrl::Redis(url) => {
+            url => {
                 tracing::info!(
-                    url = crate::config::amqp::redact_url(url.expose()),
+                    url = url.redacted(),
                     node = settings.node_id,
                     cluster = settings.cluster_name,
-                    "joining the cluster through Redis"
+                    "joining the cluster"
                 );
-                broker::Cluster::start_redis(
-                    url,
-                    &settings.cluster_name,
-                    settings.node_id.clone(),
-                    hub.clone(),
-                    store.clone(),
-                )
-                .context("starting the cluster broker")?
+                broker::Cluster::join(url, &settings.cluster_name, settings.node_id.clone(), hub.clone(), store.clone())
+                    .await
+                    .context("starting the cluster broker")?
             }
         };
         let pump = tokio::spawn(broker::pump(feed_rx, broker.clone()));

@@ -403,9 +403,27 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// The URL with all of its user part hidden, for URLs whose user part alone can be a secret (a NATS token).
+pub fn redact_userinfo(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return "[unparsable URL]".into() };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    match authority.rsplit_once('@') {
+        Some((_, host)) => format!("{scheme}://***@{host}{path}"),
+        None => url.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redact_userinfo_hides_a_token_too() {
+        assert_eq!(redact_userinfo("nats://s3cret@10.0.0.1:4222"), "nats://***@10.0.0.1:4222");
+        assert_eq!(redact_userinfo("nats://u:p@h"), "nats://***@h");
+        assert_eq!(redact_userinfo("nats://h:4222"), "nats://h:4222");
+    }
 
     fn url() -> Option<String> {
         Some("amqp://guest:guest@127.0.0.1:5672/%2f".into())

@@ -322,6 +322,18 @@ pub struct Settings {
 pub enum BrokerUrl {
     Memory,
     Redis(Secret),
+    Nats(Secret),
+}
+
+impl BrokerUrl {
+    /// The URL, safe to log: a Redis password, NATS credentials or a NATS token hidden.
+    pub fn redacted(&self) -> String {
+        match self {
+            BrokerUrl::Memory => "memory".to_owned(),
+            BrokerUrl::Redis(url) => amqp::redact_url(url.expose()),
+            BrokerUrl::Nats(url) => amqp::redact_userinfo(url.expose()),
+        }
+    }
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8004";
@@ -405,10 +417,15 @@ impl Settings {
             Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {
                 BrokerUrl::Redis(parse_redis_url("broker", url.to_owned())?)
             }
-            Some(url) if url.starts_with("nats://") => {
-                return Err(invalid("broker", "nats:// is not supported yet: use redis://HOST[:PORT] or memory"))
+            Some(url) if url.starts_with("nats://") || url.starts_with("tls://") => {
+                BrokerUrl::Nats(parse_nats_url("broker", url.to_owned())?)
             }
-            Some(_) => return Err(invalid("broker", "expected memory or redis://[:PASSWORD@]HOST[:PORT][/DB]")),
+            Some(_) => {
+                return Err(invalid(
+                    "broker",
+                    "expected memory, redis://[:PASSWORD@]HOST[:PORT][/DB] or nats://[USER:PASSWORD@]HOST[:PORT]",
+                ))
+            }
         };
         if broker != BrokerUrl::Memory && !matches!(database, DatabaseUrl::Postgres(_)) {
             return Err(invalid(
@@ -545,6 +562,25 @@ fn parse_redis_url(key: &'static str, url: String) -> Result<Secret, ConfigError
     Ok(Secret::new(url))
 }
 
+/// A `nats://` URL (credentials optional: `USER:PASSWORD@` or `TOKEN@`). Messages never repeat the URL.
+fn parse_nats_url(key: &'static str, url: String) -> Result<Secret, ConfigError> {
+    match url.split_once("://").map_or("", |(scheme, _)| scheme) {
+        "nats" => {}
+        "tls" => {
+            return Err(invalid(
+                key,
+                "tls:// is not supported: this build has no TLS for NATS; use nats:// (over a private network or \
+                 a TLS tunnel)",
+            ))
+        }
+        _ => return Err(invalid(key, "expected a URL like nats://[USER:PASSWORD@]HOST[:PORT]")),
+    }
+    if let Err(e) = url.parse::<async_nats::ServerAddr>() {
+        return Err(invalid(key, format!("not a valid NATS URL: {e}")));
+    }
+    Ok(Secret::new(url))
+}
+
 /// A node id or cluster name: it becomes part of channel names, so letters, digits, `-` and `_`, 1 to 64.
 fn cluster_word(key: &'static str, value: String) -> Result<String, ConfigError> {
     let ok =
@@ -614,6 +650,27 @@ mod tests {
     fn unknown_file_key_is_named() {
         let err = toml::from_str::<Layer>("listne = \"x\"").unwrap_err();
         assert!(err.to_string().contains("listne"));
+    }
+
+    #[test]
+    fn a_nats_broker_is_checked_and_never_shown() {
+        let resolve = |url: &str| {
+            Settings::resolve(Layer {
+                broker: Some(url.into()),
+                database_url: Some("postgres://127.0.0.1/test".into()),
+                ..Layer::default()
+            })
+        };
+        let s = resolve("nats://herald:hunter2-pw@127.0.0.1:4222").unwrap();
+        assert_eq!(s.broker, BrokerUrl::Nats(Secret::new("nats://herald:hunter2-pw@127.0.0.1:4222")));
+        assert!(!format!("{s:?}").contains("hunter2-pw"));
+        assert!(matches!(resolve("nats://127.0.0.1").unwrap().broker, BrokerUrl::Nats(_)));
+        let tls = resolve("tls://hunter2-pw@host:4222").unwrap_err().to_string();
+        assert!(tls.contains("broker") && tls.contains("TLS") && !tls.contains("hunter2"), "{tls}");
+        for bad in ["nats://hunter2-pw@", "kafka://host", "host:4222"] {
+            let err = resolve(bad).unwrap_err().to_string();
+            assert!(err.contains("broker") && !err.contains("hunter2"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The cluster broker: several nodes sharing one PostgreSQL, each delivering to its own connections the
-//! events committed on any node, through Redis pub/sub.
+//! events committed on any node, through Redis pub/sub or NATS.
 //!
 //! - **Only what a node needs.** Each user has a channel; a node subscribes to it while the user has a
 //!   connection there (the registry tells it who arrived and who left), so an event travels only to the
@@ -12,12 +12,15 @@
 //!   read from the store *after* the subscription is active, so every later event reaches this node.
 //! - **Nothing silently lost.** An event missing for longer than [`GAP_LIMIT`] (the broker lost it, or its
 //!   publisher could not send it) makes the user's connections here resync (a `resync` frame, then close
-//!   4009: reconnect with `since`). When the link to Redis comes back, every user here is checked against
+//!   4009: reconnect with `since`). When the link to the broker comes back, every user here is checked against
 //!   the store (an audit): one whose events went further than this node delivered must catch up within the
 //!   limit, or resync. A node that had to drop events it could not publish asks every node to audit.
+//! - **Two brokers.** The link to the broker is a [`Link`]: Redis pub/sub (`redis.rs`) or core NATS
+//!   (`nats.rs`); everything above is the same for both.
 //! - **Serving through an outage.** A node's own events go to its own connections directly, never through
-//!   Redis, and publishing waits in a bounded queue; HTTP and WebSockets never wait for Redis.
+//!   the broker, and publishing waits in a bounded queue; HTTP and WebSockets never wait for it.
 
+mod nats;
 mod redis;
 pub mod wire;
 
@@ -33,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::wire::Message;
 use super::{Broker, BrokerError, BrokerHealth};
-use crate::config::Secret;
+use crate::config::BrokerUrl;
 use crate::domain::{InboxEvent, UserId};
 use crate::hub::registry::Presence;
 use crate::hub::{Frame, Hub};
@@ -47,7 +50,7 @@ use crate::topics::SharedChange;
 pub const GAP_LIMIT: Duration = Duration::from_secs(3);
 /// Events waiting to be published; past this, events are dropped (and every node audits afterwards).
 const OUTGOING: usize = 65_536;
-/// Messages received and not yet handled; when full, reading from Redis waits.
+/// Messages received and not yet handled; when full, reading from the broker waits.
 const INCOMING: usize = 8_192;
 const PUBLISH_BATCH: usize = 512;
 const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -73,6 +76,8 @@ pub enum Incoming {
     /// Connected, and subscribed to everything wanted.
     Up,
     Down,
+    /// The broker dropped messages meant for this node (it read too slowly).
+    Lost,
 }
 
 /// A pub/sub connection to the broker between nodes.
@@ -115,10 +120,10 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Starts the cluster broker over Redis at `url`: the link connects in the background (an unreachable
-    /// Redis is reported, never fatal). `hub` must have an ordered registry.
-    pub fn start_redis(
-        url: &Secret,
+    /// Starts the cluster broker over Redis or NATS at `url`: the link connects in the background (an
+    /// unreachable broker is reported, never fatal). `hub` must have an ordered registry.
+    pub async fn join(
+        url: &BrokerUrl,
         cluster: &str,
         node: String,
         hub: Arc<Hub>,
@@ -127,7 +132,13 @@ impl Cluster {
         let closing = CancellationToken::new();
         let (incoming, incoming_rx) = mpsc::channel(INCOMING);
         let always = [Channel::Control, Channel::Node(node.clone())];
-        let link = redis::RedisLink::start(url, cluster, &always, incoming, closing.clone())?;
+        let link: Arc<dyn Link> = match url {
+            BrokerUrl::Redis(url) => redis::RedisLink::start(url, cluster, &always, incoming, closing.clone())?,
+            BrokerUrl::Nats(url) => {
+                nats::NatsLink::start(url, cluster, &node, &always, incoming, closing.clone()).await?
+            }
+            BrokerUrl::Memory => return Err(BrokerError::Unavailable("memory is one node's broker".into())),
+        };
         Ok(Self::start(node, hub, store, link, incoming_rx, closing))
     }
 
@@ -186,6 +197,7 @@ impl Cluster {
                     self.audit.notify_one();
                 }
                 Incoming::Down => metrics::gauge!("herald_cluster_broker_up").set(0.0),
+                Incoming::Lost => self.audit.notify_one(),
                 Incoming::Message(bytes) => match Message::decode(bytes) {
                     Ok(message) => self.handle(message),
                     Err(e) => tracing::warn!(error = %e, "ignored a malformed message from the cluster broker"),
@@ -418,7 +430,7 @@ impl Cluster {
     async fn stop(&self, limit: Duration) {
         let deadline = Instant::now() + limit;
         while self.outgoing.capacity() < self.outgoing.max_capacity() && Instant::now() < deadline {
-            // Polled: this runs once, at exit, and the queue drains in milliseconds when Redis is up.
+            // Polled: this runs once, at exit, and the queue drains in milliseconds when the broker is up.
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         self.closing.cancel();

@@ -166,7 +166,7 @@ async fn a_namespace_has_its_own_key_and_ttl_and_an_empty_key_mirrors_nothing() 
 /// a Redis that is not there yet. Killed when dropped.
 pub(crate) struct PrivateRedis {
     port: u16,
-    password: &'static str,
+    pub(crate) password: &'static str,
     dir: TempDir,
     child: Option<Child>,
 }

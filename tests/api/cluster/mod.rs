@@ -1,8 +1,11 @@
-//! Several Herald nodes on one PostgreSQL schema and one Redis (`HERALD_BROKER=redis://…`), each test a cluster
-//! of its own (a fresh schema, a cluster name of its own on the machine's Redis, so tests run in parallel):
-//! a notification published on one node reaches the user's tabs on the others once each and in order,
-//! read-state follows, presence counts every node, and two nodes publishing to one user at once keep the
-//! user's order for a tab on a third.
+//! Several Herald nodes on one PostgreSQL schema and one broker, each test a cluster of its own (a fresh
+//! schema, a cluster name of its own on the machine's Redis or NATS, so tests run in parallel): a
+//! notification published on one node reaches the user's tabs on the others once each and in order,
+//! read-state follows, presence counts every node, two nodes publishing to one user at once keep the user's
+//! order for a tab on a third, and with the broker killed and back a client following the protocol loses
+//! nothing. Every scenario runs once over Redis (`cluster::redis::…`) and once over NATS (`cluster::nats::…`).
+
+mod private_nats;
 
 use std::collections::HashSet;
 
@@ -12,27 +15,73 @@ use serde_json::{json, Value};
 use crate::helpers::postgres::StoreSchema;
 use crate::helpers::{id, wait_until, TestApp, WAIT};
 
-const REDIS: &str = "redis://127.0.0.1:6379";
+/// The cluster broker a scenario runs over.
+#[derive(Debug, Clone, Copy)]
+enum Backend {
+    Redis,
+    Nats,
+}
+
+impl Backend {
+    /// The machine's own server.
+    fn shared_url(self) -> &'static str {
+        match self {
+            Backend::Redis => "redis://127.0.0.1:6379",
+            Backend::Nats => "nats://127.0.0.1:4222",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Backend::Redis => "redis",
+            Backend::Nats => "nats",
+        }
+    }
+}
+
+/// Each scenario as a test per broker.
+macro_rules! on_each_broker {
+    ($($scenario:ident),* $(,)?) => {
+        mod redis {
+            $(#[tokio::test]
+            async fn $scenario() {
+                super::$scenario(super::Backend::Redis).await
+            })*
+        }
+        mod nats {
+            $(#[tokio::test]
+            async fn $scenario() {
+                super::$scenario(super::Backend::Nats).await
+            })*
+        }
+    };
+}
+
+on_each_broker!(
+    a_notification_published_on_one_node_reaches_tabs_on_the_others_once_each_in_order,
+    two_nodes_publishing_to_one_user_at_once_keep_the_users_order_on_a_third,
+    with_the_broker_down_each_node_serves_its_own_and_a_client_following_the_protocol_loses_nothing,
+);
 
 struct Cluster {
     nodes: Vec<TestApp>,
     _schema: StoreSchema,
 }
 
-async fn cluster(size: usize) -> Cluster {
-    cluster_on(size, REDIS).await
+async fn cluster(size: usize, backend: Backend) -> Cluster {
+    cluster_on(size, backend.shared_url()).await
 }
 
-async fn cluster_on(size: usize, redis: &str) -> Cluster {
+async fn cluster_on(size: usize, broker: &str) -> Cluster {
     let schema = StoreSchema::create();
     let name = format!("t{}", ulid::Ulid::new().to_string().to_lowercase());
     let mut nodes = Vec::with_capacity(size);
     for n in 0..size {
-        let (url, name, redis) = (schema.url(), name.clone(), redis.to_owned());
+        let (url, name, broker) = (schema.url(), name.clone(), broker.to_owned());
         nodes.push(
             TestApp::spawn_with(|s| {
                 s.env("HERALD_DATABASE_URL", url)
-                    .env("HERALD_BROKER", redis)
+                    .env("HERALD_BROKER", broker)
                     .env("HERALD_CLUSTER_NAME", name)
                     .env("HERALD_NODE_ID", format!("node-{}", n + 1));
             })
@@ -62,14 +111,13 @@ async fn presence(node: &TestApp, user: &str) -> Value {
     body
 }
 
-#[tokio::test]
-async fn a_notification_published_on_one_node_reaches_tabs_on_the_others_once_each_in_order() {
-    let c = cluster(3).await;
+async fn a_notification_published_on_one_node_reaches_tabs_on_the_others_once_each_in_order(backend: Backend) {
+    let c = cluster(3, backend).await;
     let alice = user();
     let mut tab1 = c.nodes[0].connect_ws(&alice).await;
     let mut tab3 = c.nodes[2].connect_ws(&alice).await;
     let health = c.nodes[0].health().await;
-    assert_eq!((&health["node"], &health["broker"]["backend"]), (&json!("node-1"), &json!("redis")), "{health}");
+    assert_eq!((&health["node"], &health["broker"]["backend"]), (&json!("node-1"), &json!(backend.name())), "{health}");
 
     let published = c.nodes[1].notify_many(&alice, "n", 20).await;
     let want: Vec<&str> = published.iter().map(id).collect();
@@ -87,6 +135,9 @@ async fn a_notification_published_on_one_node_reaches_tabs_on_the_others_once_ea
     assert_eq!(c.nodes[1].unread_count(&alice).await, 19);
     assert_eq!(c.nodes[2].read_all(&alice).await.status(), 200);
     tab1.next_of_type("read_all").await;
+    // Node 2 holds none of Alice's connections: none of her events (nor anything else) was sent to it.
+    assert_eq!(c.nodes[1].metrics().await.counter("herald_cluster_messages_received_total"), 0.0);
+    assert!(c.nodes[2].metrics().await.counter("herald_cluster_messages_received_total") >= 21.0);
 
     // Presence counts the tabs on every node, asked of any node.
     let mut tab3b = c.nodes[2].connect_ws(&alice).await;
@@ -111,9 +162,8 @@ async fn a_notification_published_on_one_node_reaches_tabs_on_the_others_once_ea
     assert_eq!(presence(&c.nodes[1], &alice).await["online"], false);
 }
 
-#[tokio::test]
-async fn two_nodes_publishing_to_one_user_at_once_keep_the_users_order_on_a_third() {
-    let c = cluster(3).await;
+async fn two_nodes_publishing_to_one_user_at_once_keep_the_users_order_on_a_third(backend: Backend) {
+    let c = cluster(3, backend).await;
     let bob = user();
     let mut tab = c.nodes[2].connect_ws(&bob).await;
     let per_node = 150;
@@ -151,7 +201,9 @@ async fn two_nodes_publishing_to_one_user_at_once_keep_the_users_order_on_a_thir
 async fn a_cluster_needs_postgres_and_a_known_broker() {
     for (broker, database, want) in [
         ("redis://127.0.0.1:6379", None, "postgres"),
-        ("kafka://x", Some("postgres://127.0.0.1/test"), "expected memory or redis"),
+        ("nats://127.0.0.1:4222", None, "postgres"),
+        ("kafka://x", Some("postgres://127.0.0.1/test"), "expected memory, redis"),
+        ("tls://127.0.0.1:4222", Some("postgres://127.0.0.1/test"), "no TLS for NATS"),
     ] {
         let mut settings = crate::helpers::Settings::default();
         settings.env("HERALD_BROKER", broker);
@@ -199,11 +251,55 @@ async fn follow(node: &TestApp, user: &str, mut tab: crate::helpers::WsClient, c
     (got, resyncs)
 }
 
-#[tokio::test]
-async fn with_redis_down_each_node_serves_its_own_and_a_client_following_the_protocol_loses_nothing() {
-    let Some(mut redis) = crate::topics::redis::PrivateRedis::reserve() else { return };
-    redis.start().await;
-    let c = cluster_on(2, &redis.url()).await;
+/// A broker of the test's own, to kill and start again.
+enum PrivateBroker {
+    Redis(crate::topics::redis::PrivateRedis),
+    Nats(private_nats::PrivateNats),
+}
+
+impl PrivateBroker {
+    fn reserve(backend: Backend) -> Option<Self> {
+        Some(match backend {
+            Backend::Redis => PrivateBroker::Redis(crate::topics::redis::PrivateRedis::reserve()?),
+            Backend::Nats => PrivateBroker::Nats(private_nats::PrivateNats::reserve()?),
+        })
+    }
+
+    fn url(&self) -> String {
+        match self {
+            PrivateBroker::Redis(redis) => redis.url(),
+            PrivateBroker::Nats(nats) => nats.url(),
+        }
+    }
+
+    async fn start(&mut self) {
+        match self {
+            PrivateBroker::Redis(redis) => drop(redis.start().await),
+            PrivateBroker::Nats(nats) => nats.start().await,
+        }
+    }
+
+    async fn kill(&mut self) {
+        match self {
+            PrivateBroker::Redis(redis) => redis.kill().await,
+            PrivateBroker::Nats(nats) => nats.kill().await,
+        }
+    }
+
+    fn password(&self) -> &str {
+        match self {
+            PrivateBroker::Redis(redis) => redis.password,
+            PrivateBroker::Nats(nats) => nats.password,
+        }
+    }
+}
+
+async fn with_the_broker_down_each_node_serves_its_own_and_a_client_following_the_protocol_loses_nothing(
+    backend: Backend,
+) {
+    let Some(mut broker) = PrivateBroker::reserve(backend) else { return };
+    broker.start().await;
+    let c = cluster_on(2, &broker.url()).await;
     let carol = user();
     let tab = c.nodes[1].connect_ws(&carol).await;
     let mut published: Vec<String> = Vec::new();
@@ -211,12 +307,12 @@ async fn with_redis_down_each_node_serves_its_own_and_a_client_following_the_pro
         published.extend(c.nodes[node].notify_many(&carol, "before", 3).await.iter().map(|n| id(n).to_owned()));
     }
 
-    redis.kill().await;
+    broker.kill().await;
     wait_until("node 2 to see the broker down", WAIT, || async {
         (c.nodes[1].health().await["broker"]["status"] == "down").then_some(())
     })
     .await;
-    // Both nodes take publishes; node 2's own reach its tab at once, node 1's must wait for Redis.
+    // Both nodes take publishes; node 2's own reach its tab at once, node 1's must wait for the broker.
     let mut own = c.nodes[1].connect_ws(&carol).await;
     let mine = c.nodes[1].notify(&carol, "during", "on node 2").await;
     assert_eq!(id(&own.next_notification().await), id(&mine));
@@ -229,9 +325,12 @@ async fn with_redis_down_each_node_serves_its_own_and_a_client_following_the_pro
         c.nodes[1].get_json(&format!("/api/v1/users/{carol}/presence"), Some(&c.nodes[1].api_key)).await;
     assert_eq!((status, &body["error"]["code"]), (503, &json!("broker_unavailable")), "{body}");
 
-    redis.start().await;
+    broker.start().await;
     published.extend(c.nodes[0].notify_many(&carol, "after", 3).await.iter().map(|n| id(n).to_owned()));
     let (got, resyncs) = follow(&c.nodes[1], &carol, tab, published.len()).await;
     // Everything, once, in the user's commit order: whether by late delivery or by resync and `since`.
     assert_eq!(got, published, "resyncs: {resyncs}");
+    for node in &c.nodes {
+        assert!(!node.logs().contains(broker.password()), "the broker's password reached the logs");
+    }
 }
