@@ -20,7 +20,7 @@ use crate::hub::{Capacity, Hub};
 use crate::ingest::amqp::{Consumers, Sinks};
 use crate::mirror::RedisMirror;
 use crate::state::{AppState, Shared};
-use crate::store::postgres::Postgres;
+use crate::store::postgres::{PgTopics, Postgres};
 use crate::store::sqlite::{Options, Sqlite, SqliteTopics};
 use crate::store::topics::TopicStore;
 use crate::store::Store;
@@ -106,23 +106,27 @@ impl Application {
             None => None,
         };
         let (topic_feed, topic_feed_rx) = mpsc::channel(FEED_CAPACITY);
-        // With PostgreSQL the topics stay in SQLite, in the data dir, until the topic store has a PostgreSQL
-        // backend too.
-        let topics_beside = match &settings.database {
-            DatabaseUrl::Sqlite(path) => path.clone(),
-            DatabaseUrl::Postgres(_) => settings.data_dir.join("herald.db"),
+        // Topics live where the inbox does: beside it in SQLite, or in the same PostgreSQL database.
+        let topics: Arc<dyn TopicStore> = match &settings.database {
+            DatabaseUrl::Sqlite(path) => {
+                let topics_path = crate::store::sqlite::topics_path(path);
+                Arc::new(
+                    SqliteTopics::open(
+                        &topics_path,
+                        settings.sqlite_synchronous,
+                        settings.sqlite_busy_timeout,
+                        namespaces.clone(),
+                        topic_feed,
+                    )
+                    .with_context(|| format!("opening the SQLite topic store at {}", topics_path.display()))?,
+                )
+            }
+            DatabaseUrl::Postgres(url) => Arc::new(
+                PgTopics::open(url.expose(), namespaces.clone(), topic_feed)
+                    .await
+                    .context("opening the PostgreSQL topic store")?,
+            ),
         };
-        let topics_path = crate::store::sqlite::topics_path(&topics_beside);
-        let topics: Arc<dyn TopicStore> = Arc::new(
-            SqliteTopics::open(
-                &topics_path,
-                settings.sqlite_synchronous,
-                settings.sqlite_busy_timeout,
-                namespaces.clone(),
-                topic_feed,
-            )
-            .with_context(|| format!("opening the SQLite topic store at {}", topics_path.display()))?,
-        );
         let topic_pump =
             tokio::spawn(broker::topic_pump(topic_feed_rx, broker.clone(), mirror.clone(), namespaces.clone()));
 

@@ -3,6 +3,7 @@
 //! backend follow, prefixed with its name.
 
 mod postgres;
+mod topics;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -3,6 +3,8 @@
 //! - `schema`: the tables, their versioned migrations, rows to notifications.
 //! - `writer`: this node's writer task; group commit, and the per-user lock that orders ids across nodes.
 //! - `reader`: pages, counts and snapshots, straight from the pool.
+//! - `topics`: the topic store ([`PgTopics`]), with a writer of its own and the per-topic lock that orders
+//!   each topic's events across nodes.
 //!
 //! Readers share a pool; the writer has two connections of its own. When the database is down, a call waits
 //! at most [`ACQUIRE_TIMEOUT`] for a connection and then fails as unavailable (503 `store_unavailable`),
@@ -10,8 +12,10 @@
 
 mod reader;
 mod schema;
+mod topics;
 
 pub use schema::latest_version;
+pub use topics::PgTopics;
 mod writer;
 
 use std::str::FromStr;
@@ -75,6 +79,19 @@ pub fn sql_error(e: sqlx::Error) -> StoreError {
         }
         other => StoreError::Internal(other.to_string()),
     }
+}
+
+/// What `/health` says of a store: the database answering a query within [`HEALTH_TIMEOUT`], and its
+/// writer (named `writer`) still running.
+async fn health(pool: &PgPool, where_: &str, writer_stopped: bool, writer: &str) -> StoreHealth {
+    let ping = tokio::time::timeout(HEALTH_TIMEOUT, sqlx::query("SELECT 1").execute(pool)).await;
+    let (ok, detail) = match ping {
+        _ if writer_stopped => (false, format!("the {writer} for {where_} has stopped")),
+        Ok(Ok(_)) => (true, where_.to_owned()),
+        Ok(Err(e)) => (false, format!("{where_}: {}", sql_error(e))),
+        Err(_) => (false, format!("{where_}: no answer in {} s", HEALTH_TIMEOUT.as_secs())),
+    };
+    StoreHealth { ok, backend: "postgres", detail }
 }
 
 /// Where the database is, for logs and `/health`: host, port and database, never the user or password.
@@ -204,14 +221,7 @@ impl Store for Postgres {
     }
 
     async fn health(&self) -> StoreHealth {
-        let ping = tokio::time::timeout(HEALTH_TIMEOUT, sqlx::query("SELECT 1").execute(&self.pool)).await;
-        let (ok, detail) = match ping {
-            _ if self.commands.is_closed() => (false, format!("the writer for {} has stopped", self.where_)),
-            Ok(Ok(_)) => (true, self.where_.clone()),
-            Ok(Err(e)) => (false, format!("{}: {}", self.where_, sql_error(e))),
-            Err(_) => (false, format!("{}: no answer in {} s", self.where_, HEALTH_TIMEOUT.as_secs())),
-        };
-        StoreHealth { ok, backend: "postgres", detail }
+        health(&self.pool, &self.where_, self.commands.is_closed(), "writer").await
     }
 
     async fn shutdown(&self) {

@@ -12,6 +12,8 @@
 //!   last. Ids are ULIDs stored as `uuid` (16 bytes, compared as bytes, so in ULID order). `data` is text: the
 //!   JSON object exactly as the publisher sent it, sent on as is. Timestamps are milliseconds since the epoch.
 //! - A partial index over unread rows serves the unread backlog and `mark_all_read` without reading the rest.
+//! - `herald_topics`, `herald_topic_events` and `herald_correlations` are the topic store's (see
+//!   [`super::topics`]): each topic's state, its bounded history, and chain transactions bound to topics.
 //! - `deliveries` records the first delivery of each notification, apart from it: a row appended, rather than
 //!   an update of the notification's (wide, freshly written, so rarely updatable in place) row, which a run
 //!   showed as most of the database's work under single publishes.
@@ -69,6 +71,46 @@ CREATE TABLE deliveries (
 -- How many events (creates, reads, read-alls) the user has had, in commit order: each event's `seq` is this
 -- value after it, so a node receiving events from others can reorder them and notice one missing.
 ALTER TABLE herald_users ADD COLUMN seq bigint NOT NULL DEFAULT 0;
+"#,
+    ),
+    (
+        3,
+        "topics",
+        r#"
+-- Each topic's latest state. A row whose expires_at has passed is unknown to readers (the sweep deletes it
+-- later); a row with expires_at 0 is a placeholder that an append made to lock a new topic and then refused.
+CREATE TABLE herald_topics (
+    topic      text PRIMARY KEY,
+    seq        bigint NOT NULL,
+    status     text,
+    progress   smallint,
+    data       text NOT NULL,      -- the merged data, a JSON object
+    updated_at bigint NOT NULL,    -- milliseconds since the Unix epoch
+    expires_at bigint NOT NULL
+);
+CREATE INDEX herald_topics_expiry ON herald_topics (expires_at);
+CREATE TABLE herald_topic_events (
+    topic      text NOT NULL,
+    seq        bigint NOT NULL,
+    type       text NOT NULL,
+    status     text,
+    progress   smallint,
+    data       text NOT NULL,
+    at         bigint NOT NULL,
+    expires_at bigint NOT NULL,    -- when the history's age bound drops it
+    PRIMARY KEY (topic, seq)
+);
+CREATE INDEX herald_topic_events_expiry ON herald_topic_events (expires_at);
+-- Chain transactions bound to the topic of the intent that sent them, for the topic namespace's TTL.
+CREATE TABLE herald_correlations (
+    chain_id   bigint NOT NULL,
+    tx_hash    text NOT NULL,      -- normalized: 0x-hex in lowercase
+    kind       text NOT NULL,
+    topic      text NOT NULL,
+    expires_at bigint NOT NULL,
+    PRIMARY KEY (chain_id, tx_hash, kind)
+);
+CREATE INDEX herald_correlations_expiry ON herald_correlations (expires_at);
 "#,
     ),
 ];

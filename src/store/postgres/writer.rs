@@ -64,7 +64,7 @@ fn rows(cmd: &Command) -> usize {
 }
 
 /// Why a transaction failed, and so what the writer does next.
-enum Failure {
+pub(super) enum Failure {
     /// A deadlock or serialization failure: the same transaction may succeed if tried again.
     Retry(StoreError),
     /// Any other error.
@@ -72,14 +72,14 @@ enum Failure {
 }
 
 impl Failure {
-    fn error(self) -> StoreError {
+    pub(super) fn error(self) -> StoreError {
         match self {
             Failure::Retry(e) | Failure::Fail(e) => e,
         }
     }
 }
 
-fn failure(e: sqlx::Error) -> Failure {
+pub(super) fn failure(e: sqlx::Error) -> Failure {
     let retryable = e.as_database_error().and_then(|d| d.code()).is_some_and(|code| code == "40P01" || code == "40001");
     if retryable {
         Failure::Retry(sql_error(e))

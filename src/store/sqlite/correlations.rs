@@ -4,10 +4,9 @@
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use super::topics::ms;
 use super::writer::sql_error;
 use crate::domain::Timestamp;
-use crate::store::topics::Conflict;
+use crate::store::topics::{ms, Conflict};
 use crate::store::StoreError;
 use crate::topics::{CorrelationKey, Namespaces, TopicName};
 

@@ -14,14 +14,12 @@
 //! namespace's TTL; it is written by the same writer, so a `correlate` inside an event commits with it, and
 //! swept with the topics.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
-use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot};
 
 use super::correlations::{self, Correlated};
@@ -30,10 +28,8 @@ use super::syncer::{Committed as Durable, Syncer};
 use super::writer::sql_error;
 use crate::config::Synchronous;
 use crate::domain::Timestamp;
-use crate::store::topics::{Conflict, Recovery, Refused, Rejection, TopicStore, RECOVERY_BYTES};
+use crate::store::topics::{json, ms, object, recovery, Checked, Recovery, Refused, TopicStore};
 use crate::store::{StoreError, StoreHealth};
-use crate::topics::event::{encoded_len, DATA_MAX};
-use crate::topics::lifecycle::Current;
 use crate::topics::{
     CorrelationKey, Namespaces, NewTopicEvent, SharedChange, TopicChange, TopicEvent, TopicName, TopicState,
 };
@@ -125,7 +121,7 @@ impl SqliteTopics {
             .name("herald-topics-writer".into())
             .spawn(move || writer.run())
             .map_err(|e| StoreError::Internal(format!("cannot start the topics writer: {e}")))?;
-        spawn_sweeps(commands.downgrade());
+        crate::store::topics::every(SWEEP_EVERY, commands.downgrade(), || Command::Sweep);
         Ok(Self {
             path: path.to_owned(),
             commands,
@@ -146,17 +142,6 @@ fn open_writer(path: &Path, busy_timeout: Duration) -> rusqlite::Result<Connecti
     Ok(conn)
 }
 
-fn spawn_sweeps(commands: mpsc::WeakSender<Command>) {
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
-    runtime.spawn(async move {
-        loop {
-            tokio::time::sleep(SWEEP_EVERY).await;
-            let Some(commands) = commands.upgrade() else { return };
-            let _ = commands.try_send(Command::Sweep);
-        }
-    });
-}
-
 struct Writer {
     conn: Connection,
     namespaces: Arc<Namespaces>,
@@ -164,15 +149,6 @@ struct Writer {
     feed: mpsc::Sender<Vec<SharedChange>>,
     /// With `full`: where committed groups wait for their fsync.
     syncer: Option<Syncer<SharedChange>>,
-}
-
-/// An append's work, checked: the changes to write and stream, the topics whose stale rows go first, and
-/// the correlations its events bind.
-struct Checked {
-    changes: Vec<TopicChange>,
-    restarted: Vec<TopicName>,
-    finals: HashMap<TopicName, TopicState>,
-    correlations: Vec<(CorrelationKey, TopicName)>,
 }
 
 impl Writer {
@@ -335,78 +311,20 @@ impl Writer {
     }
 }
 
-pub(super) fn ms(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
-
-/// Checks an append against the current states and lifecycles, without writing.
+/// Checks an append against the states and bindings in the transaction, without writing.
 fn check(
     tx: &rusqlite::Transaction<'_>,
     namespaces: &Namespaces,
     events: &[NewTopicEvent],
     now: Timestamp,
 ) -> Result<Result<Checked, Refused>, StoreError> {
-    let mut finals: HashMap<TopicName, TopicState> = HashMap::new();
-    let mut restarted = Vec::new();
-    let mut changes = Vec::with_capacity(events.len());
-    let mut correlations: Vec<(CorrelationKey, TopicName)> = Vec::new();
-    for (index, new) in events.iter().enumerate() {
-        let policy = namespaces.of(&new.topic);
-        if !finals.contains_key(&new.topic) {
-            let (state, stale) = load(tx, &new.topic, now)?;
-            if stale {
-                restarted.push(new.topic.clone());
-            }
-            finals.insert(new.topic.clone(), state.unwrap_or_else(|| TopicState::empty(new.topic.clone())));
-        }
-        let Some(state) = finals.get_mut(&new.topic) else {
-            return Err(StoreError::Internal("a checked topic went missing".into()));
-        };
-        let refuse = |rejection| Refused { index, topic: new.topic.clone(), current: state.status.clone(), rejection };
-        if let Some(lifecycle) = &policy.lifecycle {
-            let current = Current { status: state.status.as_deref(), progress: state.progress };
-            if let Err(refusal) = lifecycle.check(current, new.status.as_deref(), new.progress) {
-                return Ok(Err(refuse(Rejection::Lifecycle(refusal))));
-            }
-        }
-        let event = TopicEvent {
-            seq: state.seq + 1,
-            kind: new.kind.clone(),
-            status: new.status.clone(),
-            progress: new.progress,
-            data: new.data.clone(),
-            at: now,
-        };
-        let mut next = state.clone();
-        next.apply(&event, Timestamp(now.0.saturating_add(ms(policy.ttl))));
-        if encoded_len(&next.data) > DATA_MAX {
-            return Ok(Err(refuse(Rejection::StateTooLarge)));
-        }
-        if let Some(key) = &new.correlate {
-            // Bound earlier in this append, or before it (earlier appends of the group are written already).
-            let earlier = correlations.iter().find(|(k, _)| k == key).map(|(_, t)| t.clone());
-            let bound_to = match earlier {
-                Some(topic) => Some(topic),
-                None => correlations::bound(tx, key, now)?,
-            };
-            match bound_to {
-                Some(bound_to) if bound_to != new.topic => {
-                    return Ok(Err(refuse(Rejection::CorrelationConflict(Conflict { key: key.clone(), bound_to }))));
-                }
-                _ => correlations.push((key.clone(), new.topic.clone())),
-            }
-        }
-        let status_changed = next.status != state.status;
-        *state = next.clone();
-        changes.push(TopicChange {
-            topic: new.topic.clone(),
-            event,
-            state: next,
-            status_changed,
-            received_at: Some(new.received_at),
-        });
-    }
-    Ok(Ok(Checked { changes, restarted, finals, correlations }))
+    crate::store::topics::check(
+        namespaces,
+        events,
+        now,
+        |topic| load(tx, topic, now),
+        |key| correlations::bound(tx, key, now),
+    )
 }
 
 fn write(tx: &rusqlite::Transaction<'_>, namespaces: &Namespaces, checked: &Checked) -> Result<(), StoreError> {
@@ -474,17 +392,6 @@ fn write(tx: &rusqlite::Transaction<'_>, namespaces: &Namespaces, checked: &Chec
     Ok(())
 }
 
-fn json(data: &Map<String, Value>) -> String {
-    serde_json::to_string(data).unwrap_or_else(|_| "{}".to_owned())
-}
-
-fn object(text: &str) -> Map<String, Value> {
-    match serde_json::from_str(text) {
-        Ok(Value::Object(map)) => map,
-        _ => Map::new(),
-    }
-}
-
 const STATE_COLUMNS: &str = "seq, status, progress, data, updated_at, expires_at";
 
 fn state_row(topic: &TopicName, row: &Row<'_>) -> rusqlite::Result<TopicState> {
@@ -529,16 +436,10 @@ fn recover(conn: &mut Connection, topic: &TopicName, since: Option<u64>, limit: 
     let now = Timestamp::now();
     let tx = conn.transaction().map_err(sql_error)?;
     let (state, _) = load(&tx, topic, now)?;
-    let Some(since) = since else {
-        return Ok(Recovery { state, events: Vec::new(), gone: false });
+    let (state, since) = match recovery::from_state(state, since) {
+        Ok(recovery) => return Ok(recovery),
+        Err(rest) => rest,
     };
-    let Some(current) = &state else {
-        // Unknown or expired: whatever the client saw is gone, unless it saw nothing.
-        return Ok(Recovery { state, events: Vec::new(), gone: since > 0 });
-    };
-    if since >= current.seq {
-        return Ok(Recovery { gone: since > current.seq, state, events: Vec::new() });
-    }
     let events: Vec<TopicEvent> = {
         let mut stmt = tx
             .prepare_cached(
@@ -550,15 +451,7 @@ fn recover(conn: &mut Connection, topic: &TopicName, since: Option<u64>, limit: 
             stmt.query_map(params![topic.as_str(), since as i64, now.0, limit as i64], event_row).map_err(sql_error)?;
         rows.collect::<Result<_, _>>().map_err(sql_error)?
     };
-    let size: usize = events.iter().map(|e| 128 + e.kind.len() + encoded_len(&e.data)).sum();
-    let complete = size <= RECOVERY_BYTES
-        && events.first().is_some_and(|e| e.seq == since + 1)
-        && events.last().is_some_and(|e| e.seq == current.seq);
-    if complete {
-        Ok(Recovery { state, events, gone: false })
-    } else {
-        Ok(Recovery { state, events: Vec::new(), gone: true })
-    }
+    Ok(recovery::with_events(state, since, events))
 }
 
 #[async_trait]
