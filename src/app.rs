@@ -78,21 +78,6 @@ impl Application {
                 Arc::new(Postgres::open(url.expose(), feed).await.context("opening the PostgreSQL store")?)
             }
         };
-        let broker: Arc<dyn Broker> = match &settings.broker {
-            BrokerUrl::Memory => Arc::new(broker::Memory::new(hub.clone(), settings.node_id.clone())),
-            url => {
-                tracing::info!(
-                    url = url.redacted(),
-                    node = settings.node_id,
-                    cluster = settings.cluster_name,
-                    "joining the cluster"
-                );
-                broker::Cluster::join(url, &settings.cluster_name, settings.node_id.clone(), hub.clone(), store.clone())
-                    .await
-                    .context("starting the cluster broker")?
-            }
-        };
-        let pump = tokio::spawn(broker::pump(feed_rx, broker.clone()));
         let namespaces = Arc::new(settings.topics.namespaces.clone());
         // Connects in the background: an unreachable Redis does not fail the start.
         let mirror = match &settings.redis_url {
@@ -127,6 +112,28 @@ impl Application {
                     .context("opening the PostgreSQL topic store")?,
             ),
         };
+        let broker: Arc<dyn Broker> = match &settings.broker {
+            BrokerUrl::Memory => Arc::new(broker::Memory::new(hub.clone(), settings.node_id.clone())),
+            url => {
+                tracing::info!(
+                    url = url.redacted(),
+                    node = settings.node_id,
+                    cluster = settings.cluster_name,
+                    "joining the cluster"
+                );
+                broker::Cluster::join(
+                    url,
+                    &settings.cluster_name,
+                    settings.node_id.clone(),
+                    hub.clone(),
+                    store.clone(),
+                    topics.clone(),
+                )
+                .await
+                .context("starting the cluster broker")?
+            }
+        };
+        let pump = tokio::spawn(broker::pump(feed_rx, broker.clone()));
         let topic_pump =
             tokio::spawn(broker::topic_pump(topic_feed_rx, broker.clone(), mirror.clone(), namespaces.clone()));
 

@@ -7,6 +7,7 @@
 pub mod capacity;
 pub mod outbox;
 pub mod registry;
+pub mod stream;
 pub mod topics;
 
 use std::sync::Arc;
@@ -30,7 +31,7 @@ impl Hub {
         Self {
             registry: Arc::new(Registry::new(ordered)),
             capacity: Capacity::new(max_connections),
-            topics: Arc::new(TopicHub::default()),
+            topics: Arc::new(TopicHub::new(ordered)),
         }
     }
 

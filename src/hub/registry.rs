@@ -5,7 +5,7 @@
 //! an await or a socket write.
 
 use std::collections::hash_map::{DefaultHasher, Entry};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -14,15 +14,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use super::outbox::{Frame, Outbox, Push};
+pub use super::stream::Presence;
+use super::stream::{wait_started, Offered, Stream};
 use crate::domain::UserId;
 use crate::error::CloseReason;
 use crate::telemetry::metrics;
 
 const SHARDS: usize = 64;
-
-/// The most events one user's stream holds back while one before them is missing; one more and the user's
-/// connections are told to resync.
-const MAX_HELD_BACK: usize = 1024;
 
 /// One open connection as the hub sees it: an id and an outbox. No transport type appears here.
 pub struct Connection {
@@ -34,73 +32,7 @@ pub struct Connection {
 struct Present {
     connections: Vec<Arc<Connection>>,
     /// In an ordered registry (a cluster): where the user's events stand on this node.
-    stream: Option<Box<Stream>>,
-}
-
-/// One user's events on this node, in the order of their `seq` (see `InboxEvent`). Events from other nodes
-/// can arrive out of that order; one that arrives ahead of a missing one waits here for it. The stream starts
-/// from the user's position read from the store once the node is sure to hear every later event (the
-/// cluster broker's subscription is active); until then every event waits.
-struct Stream {
-    /// Tells this stream from one an earlier presence of the same user had.
-    generation: u64,
-    /// The `seq` of the last event delivered; `None` until the stream has started.
-    delivered: Option<u64>,
-    held_back: BTreeMap<u64, Frame>,
-    /// A position the store has reported: delivery must reach it, or the user resyncs.
-    must_reach: u64,
-    /// Since when delivery has been short of where it must be (not started, an event missing, or short of
-    /// `must_reach`).
-    behind_since: Option<Instant>,
-    /// Told when the stream starts.
-    started: Arc<Notify>,
-    /// The user's connections were told to resync: nothing more is delivered to them.
-    resyncing: bool,
-}
-
-impl Stream {
-    fn new(generation: u64) -> Self {
-        Self {
-            generation,
-            delivered: None,
-            held_back: BTreeMap::new(),
-            must_reach: 0,
-            behind_since: Some(Instant::now()),
-            started: Arc::new(Notify::new()),
-            resyncing: false,
-        }
-    }
-
-    /// Delivers what has been held back and now follows the last delivered, and notes whether delivery is
-    /// where it must be.
-    fn release(&mut self, connections: &[Arc<Connection>]) {
-        let Some(mut last) = self.delivered else { return };
-        while let Some(entry) = self.held_back.first_entry() {
-            if *entry.key() <= last {
-                entry.remove();
-            } else if *entry.key() == last + 1 {
-                last += 1;
-                push_all(connections, &entry.remove());
-            } else {
-                break;
-            }
-        }
-        self.delivered = Some(last);
-        if self.held_back.is_empty() && last >= self.must_reach {
-            self.behind_since = None;
-        } else if self.behind_since.is_none() {
-            self.behind_since = Some(Instant::now());
-        }
-    }
-}
-
-/// Where a user stands on this node, for the cluster broker's bookkeeping.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Presence {
-    Absent,
-    /// Present, and the stream (generation given) has not started yet.
-    Starting(u64),
-    Started,
+    stream: Option<Box<Stream<Frame>>>,
 }
 
 type Shard = Mutex<HashMap<UserId, Present>>;
@@ -224,23 +156,10 @@ impl Registry {
             push_all(&present.connections, &frame());
             return false;
         };
-        if stream.resyncing || stream.delivered.is_some_and(|last| seq <= last) {
-            return false;
-        }
-        if stream.delivered.is_some_and(|last| seq == last + 1) && stream.held_back.is_empty() {
-            push_all(&present.connections, &frame());
-            stream.delivered = Some(seq);
-            if seq >= stream.must_reach {
-                stream.behind_since = None;
-            }
-            return false;
-        }
-        if stream.held_back.len() >= MAX_HELD_BACK {
-            return true;
-        }
-        stream.held_back.insert(seq, frame());
-        stream.release(&present.connections);
-        false
+        let connections = &present.connections;
+        stream.offer(seq, frame, |frame| {
+            push_all(connections, frame);
+        }) == Offered::Overflow
     }
 
     /// Takes the users who arrived or left since the last call, waiting until there is one.
@@ -273,25 +192,21 @@ impl Registry {
     pub fn start(&self, user: &UserId, generation: u64, position: u64) -> bool {
         let mut shard = self.shard(user);
         let Some(present) = shard.get_mut(user) else { return false };
-        let Some(stream) = present.stream.as_mut().filter(|s| s.generation == generation && s.delivered.is_none())
-        else {
+        let Some(stream) = present.stream.as_mut().filter(|s| s.generation == generation) else {
             return false;
         };
-        stream.delivered = Some(position);
-        stream.must_reach = stream.must_reach.max(position);
-        stream.release(&present.connections);
-        stream.started.notify_waiters();
-        true
+        let connections = &present.connections;
+        stream.start(position, |frame| {
+            push_all(connections, frame);
+        })
     }
 
     /// Notes that the user's events have reached `position` in the store: delivery here must reach it too,
     /// or the user is overdue.
     pub fn expect(&self, user: &UserId, position: u64) {
         let mut shard = self.shard(user);
-        let Some(stream) = shard.get_mut(user).and_then(|p| p.stream.as_mut()) else { return };
-        stream.must_reach = stream.must_reach.max(position);
-        if stream.delivered.is_none_or(|last| last < position) && stream.behind_since.is_none() {
-            stream.behind_since = Some(Instant::now());
+        if let Some(stream) = shard.get_mut(user).and_then(|p| p.stream.as_mut()) {
+            stream.expect(position);
         }
     }
 
@@ -301,8 +216,7 @@ impl Registry {
         let mut late = Vec::new();
         for shard in self.shards.iter() {
             for (user, present) in lock(shard).iter() {
-                let behind = present.stream.as_ref().and_then(|s| s.behind_since.filter(|_| !s.resyncing));
-                if behind.is_some_and(|since| now.duration_since(since) >= limit) {
+                if present.stream.as_ref().is_some_and(|s| s.overdue(now, limit)) {
                     late.push(user.clone());
                 }
             }
@@ -326,8 +240,7 @@ impl Registry {
         let mut shard = self.shard(user);
         let Some(present) = shard.get_mut(user) else { return };
         if let Some(stream) = present.stream.as_mut() {
-            stream.resyncing = true;
-            stream.held_back.clear();
+            stream.resync();
         }
         for connection in &present.connections {
             connection.outbox.close(CloseReason::Resync);
@@ -404,15 +317,8 @@ impl Registration {
                 _ => return true,
             }
         };
-        let notified = started.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        // It may have started between the first look and the waiter's registration. (This registration keeps
-        // the user present, so the stream cannot have been replaced meanwhile.)
-        if !matches!(self.registry.presence(&self.user), Presence::Starting(_)) {
-            return true;
-        }
-        tokio::time::timeout(limit, notified).await.is_ok()
+        // (This registration keeps the user present, so the stream cannot have been replaced meanwhile.)
+        wait_started(started, limit, || !matches!(self.registry.presence(&self.user), Presence::Starting(_))).await
     }
 }
 

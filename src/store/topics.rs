@@ -85,6 +85,15 @@ pub trait TopicStore: Send + Sync + 'static {
     /// Topics that have not expired.
     async fn live_topics(&self) -> Result<u64, StoreError>;
 
+    /// Each topic's position: the `seq` of its latest event, 0 for one unknown or expired.
+    async fn positions(&self, topics: &[TopicName]) -> Result<Vec<u64>, StoreError> {
+        let mut all = Vec::with_capacity(topics.len());
+        for topic in topics {
+            all.push(self.state(topic).await?.map_or(0, |state| state.seq));
+        }
+        Ok(all)
+    }
+
     async fn health(&self) -> StoreHealth;
 
     /// Finishes every accepted append, then stops. Idempotent.

@@ -158,7 +158,7 @@ impl TopicState {
 
 /// A committed event with the state it produced: what the hub streams, and what GraphQL and the Redis
 /// mirror read.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TopicChange {
     pub topic: TopicName,
     pub event: TopicEvent,

@@ -25,6 +25,7 @@ mod redis;
 pub mod wire;
 
 use std::collections::{HashMap, HashSet};
+use std::hash::Hash;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -39,11 +40,12 @@ use super::{Broker, BrokerError, BrokerHealth};
 use crate::config::BrokerUrl;
 use crate::domain::{InboxEvent, UserId};
 use crate::hub::registry::Presence;
-use crate::hub::{Frame, Hub};
+use crate::hub::{Frame, Hub, Registry, TopicHub};
 use crate::mirror::Backoff;
-use crate::store::Store;
+use crate::store::topics::TopicStore;
+use crate::store::{Store, StoreError};
 use crate::telemetry::metrics;
-use crate::topics::SharedChange;
+use crate::topics::{SharedChange, TopicName};
 
 /// How long a user's delivery here may be short of where it must be (an event missing, the stream not yet
 /// started, short of what an audit found) before their connections are told to resync.
@@ -67,6 +69,7 @@ pub enum Channel {
     Control,
     Node(String),
     User(UserId),
+    Topic(TopicName),
 }
 
 /// What a link reports to the cluster.
@@ -108,6 +111,7 @@ pub struct Cluster {
     node: String,
     hub: Arc<Hub>,
     store: Arc<dyn Store>,
+    topics: Arc<dyn TopicStore>,
     link: Arc<dyn Link>,
     outgoing: mpsc::Sender<(Channel, Bytes)>,
     /// An event could not be queued for publishing: the others must audit once the queue drains.
@@ -128,6 +132,7 @@ impl Cluster {
         node: String,
         hub: Arc<Hub>,
         store: Arc<dyn Store>,
+        topics: Arc<dyn TopicStore>,
     ) -> Result<Arc<Self>, BrokerError> {
         let closing = CancellationToken::new();
         let (incoming, incoming_rx) = mpsc::channel(INCOMING);
@@ -139,13 +144,14 @@ impl Cluster {
             }
             BrokerUrl::Memory => return Err(BrokerError::Unavailable("memory is one node's broker".into())),
         };
-        Ok(Self::start(node, hub, store, link, incoming_rx, closing))
+        Ok(Self::start(node, hub, store, topics, link, incoming_rx, closing))
     }
 
     fn start(
         node: String,
         hub: Arc<Hub>,
         store: Arc<dyn Store>,
+        topics: Arc<dyn TopicStore>,
         link: Arc<dyn Link>,
         incoming: mpsc::Receiver<Incoming>,
         closing: CancellationToken,
@@ -155,6 +161,7 @@ impl Cluster {
             node,
             hub,
             store,
+            topics,
             link,
             outgoing,
             lost: AtomicBool::new(false),
@@ -185,6 +192,11 @@ impl Cluster {
     fn resync(&self, user: &UserId) {
         tracing::info!(user = %user, "events for this user may have been missed here; their connections resync");
         self.hub.registry.resync(user);
+    }
+
+    fn resync_topic(&self, topic: &TopicName) {
+        tracing::info!(%topic, "events of this topic may have been missed here; its subscribers resync");
+        self.hub.topics.resync(topic);
     }
 
     /// Handles what the link reports, in order.
@@ -243,95 +255,121 @@ impl Cluster {
                     self.audit.notify_one();
                 }
             }
+            Message::TopicEvent { origin, change } => {
+                if origin == self.node {
+                    return;
+                }
+                metrics().cluster_received.increment(1);
+                if self.hub.topics.dispatch_in_order(&change) {
+                    self.resync_topic(&change.topic);
+                }
+            }
         }
     }
 
-    /// Keeps the subscriptions to users' channels in step with who is connected here, starts each new user's
-    /// stream at their position in the store, and runs the audits asked for.
+    /// Keeps the subscriptions to users' and topics' channels in step with who is connected and what is
+    /// watched here, starts each new stream at its position in the store, and runs the audits asked for.
     async fn follow_presence(self: Arc<Self>) {
-        let registry = self.hub.registry.clone();
-        let mut subscribed: HashSet<UserId> = HashSet::new();
+        let users = Users(&self.hub.registry);
+        let topics = Topics(&self.hub.topics);
+        let (mut subscribed_users, mut subscribed_topics) = (HashSet::new(), HashSet::new());
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
         loop {
-            let changed = tokio::select! {
+            tokio::select! {
                 () = self.closing.cancelled() => return,
-                changed = registry.changes() => changed,
-                () = self.audit.notified() => {
-                    self.run_audit().await;
-                    continue;
+                changed = self.hub.registry.changes() => {
+                    self.follow(&users, changed, &mut subscribed_users, &mut backoff).await;
                 }
-            };
-            let mut starting = Vec::new();
-            let mut gone = Vec::new();
-            for user in changed {
-                match registry.presence(&user) {
-                    Presence::Absent => {
-                        if subscribed.remove(&user) {
-                            gone.push(Channel::User(user));
-                        }
-                    }
-                    Presence::Starting(generation) => starting.push((user, generation)),
-                    Presence::Started => {}
+                changed = self.hub.topics.changes() => {
+                    self.follow(&topics, changed, &mut subscribed_topics, &mut backoff).await;
                 }
+                () = self.audit.notified() => self.run_audit().await,
             }
-            if !gone.is_empty() {
-                self.link.unsubscribe(&gone).await;
-            }
-            if !starting.is_empty() {
-                let new: Vec<Channel> = starting
-                    .iter()
-                    .filter(|(user, _)| subscribed.insert(user.clone()))
-                    .map(|(user, _)| Channel::User(user.clone()))
-                    .collect();
-                self.link.subscribe(&new).await;
-                // Read after the subscription is active: every event after these positions reaches this node.
-                let users: Vec<UserId> = starting.iter().map(|(user, _)| user.clone()).collect();
-                match self.positions(&users).await {
-                    Ok(positions) => {
-                        backoff.reset();
-                        for ((user, generation), position) in starting.iter().zip(positions) {
-                            registry.start(user, *generation, position);
-                        }
-                    }
-                    Err(e) => {
-                        // They wait, and resync if this lasts past the gap limit.
-                        tracing::warn!(error = %e, users = users.len(), "could not read users' positions; retrying");
-                        for user in &users {
-                            registry.touch(user);
-                        }
-                        tokio::time::sleep(backoff.failed()).await;
-                    }
-                }
-            }
-            metrics().cluster_subscriptions.set(subscribed.len() as f64);
+            metrics().cluster_subscriptions.set((subscribed_users.len() + subscribed_topics.len()) as f64);
         }
     }
 
-    async fn positions(&self, users: &[UserId]) -> Result<Vec<u64>, crate::store::StoreError> {
-        let mut all = Vec::with_capacity(users.len());
-        for chunk in users.chunks(POSITIONS_CHUNK) {
-            all.extend(self.store.positions(chunk).await?);
+    /// Subscribes to the channels of the users (or topics) that arrived, unsubscribes from those that left,
+    /// and starts the new streams at the store's positions, read after the subscriptions are active.
+    async fn follow<F: Followed>(
+        &self,
+        followed: &F,
+        changed: Vec<F::Key>,
+        subscribed: &mut HashSet<F::Key>,
+        backoff: &mut Backoff,
+    ) {
+        let mut starting = Vec::new();
+        let mut gone = Vec::new();
+        for key in changed {
+            match followed.presence(&key) {
+                Presence::Absent => {
+                    if subscribed.remove(&key) {
+                        gone.push(F::channel(&key));
+                    }
+                }
+                Presence::Starting(generation) => starting.push((key, generation)),
+                Presence::Started => {}
+            }
+        }
+        if !gone.is_empty() {
+            self.link.unsubscribe(&gone).await;
+        }
+        if starting.is_empty() {
+            return;
+        }
+        let new: Vec<Channel> =
+            starting.iter().filter(|(key, _)| subscribed.insert(key.clone())).map(|(key, _)| F::channel(key)).collect();
+        self.link.subscribe(&new).await;
+        // Read after the subscription is active: every event after these positions reaches this node.
+        let keys: Vec<F::Key> = starting.iter().map(|(key, _)| key.clone()).collect();
+        match self.positions(followed, &keys).await {
+            Ok(positions) => {
+                backoff.reset();
+                for ((key, generation), position) in starting.iter().zip(positions) {
+                    followed.start(key, *generation, position);
+                }
+            }
+            Err(e) => {
+                // They wait, and resync if this lasts past the gap limit.
+                tracing::warn!(error = %e, streams = keys.len(), "could not read positions from the store; retrying");
+                for key in &keys {
+                    followed.touch(key);
+                }
+                tokio::time::sleep(backoff.failed()).await;
+            }
+        }
+    }
+
+    async fn positions<F: Followed>(&self, followed: &F, keys: &[F::Key]) -> Result<Vec<u64>, StoreError> {
+        let mut all = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(POSITIONS_CHUNK) {
+            all.extend(followed.positions(self, chunk).await?);
         }
         Ok(all)
     }
 
-    /// Checks every user here against the store: delivery must reach where their events stand now.
+    /// Checks every user and topic here against the store: delivery must reach where their events stand now.
     async fn run_audit(&self) {
         let users: Vec<UserId> = self.hub.registry.positions().into_iter().map(|(user, _)| user).collect();
-        if users.is_empty() {
+        self.audit_all(&Users(&self.hub.registry), users).await;
+        self.audit_all(&Topics(&self.hub.topics), self.hub.topics.watched()).await;
+    }
+
+    async fn audit_all<F: Followed>(&self, followed: &F, keys: Vec<F::Key>) {
+        if keys.is_empty() {
             return;
         }
-        match self.positions(&users).await {
+        match self.positions(followed, &keys).await {
             Ok(positions) => {
-                for (user, position) in users.iter().zip(positions) {
-                    self.hub.registry.expect(user, position);
+                for (key, position) in keys.iter().zip(positions) {
+                    followed.expect(key, position);
                 }
             }
             Err(e) => {
                 // Without the store there is nothing to compare with: everyone here catches up by reconnecting.
-                tracing::warn!(error = %e, "could not audit this node's users; they resync");
-                for user in &users {
-                    self.resync(user);
+                tracing::warn!(error = %e, streams = keys.len(), "could not audit this node's streams; they resync");
+                for key in &keys {
+                    followed.resync(self, key);
                 }
             }
         }
@@ -386,6 +424,9 @@ impl Cluster {
             for user in self.hub.registry.overdue(GAP_LIMIT) {
                 self.resync(&user);
             }
+            for topic in self.hub.topics.overdue(GAP_LIMIT) {
+                self.resync_topic(&topic);
+            }
         }
     }
 
@@ -437,6 +478,90 @@ impl Cluster {
     }
 }
 
+/// Users or topics, as the cluster follows them: who is here, their streams, their channels, their positions.
+#[async_trait]
+trait Followed: Sync {
+    type Key: Clone + Eq + Hash + Send + Sync;
+    fn presence(&self, key: &Self::Key) -> Presence;
+    fn start(&self, key: &Self::Key, generation: u64, position: u64);
+    fn touch(&self, key: &Self::Key);
+    fn expect(&self, key: &Self::Key, position: u64);
+    fn resync(&self, cluster: &Cluster, key: &Self::Key);
+    fn channel(key: &Self::Key) -> Channel;
+    /// Where each one's events stand in the store.
+    async fn positions(&self, cluster: &Cluster, keys: &[Self::Key]) -> Result<Vec<u64>, StoreError>;
+}
+
+struct Users<'a>(&'a Registry);
+
+#[async_trait]
+impl Followed for Users<'_> {
+    type Key = UserId;
+
+    fn presence(&self, user: &UserId) -> Presence {
+        self.0.presence(user)
+    }
+
+    fn start(&self, user: &UserId, generation: u64, position: u64) {
+        self.0.start(user, generation, position);
+    }
+
+    fn touch(&self, user: &UserId) {
+        self.0.touch(user);
+    }
+
+    fn expect(&self, user: &UserId, position: u64) {
+        self.0.expect(user, position);
+    }
+
+    fn resync(&self, cluster: &Cluster, user: &UserId) {
+        cluster.resync(user);
+    }
+
+    fn channel(user: &UserId) -> Channel {
+        Channel::User(user.clone())
+    }
+
+    async fn positions(&self, cluster: &Cluster, users: &[UserId]) -> Result<Vec<u64>, StoreError> {
+        cluster.store.positions(users).await
+    }
+}
+
+struct Topics<'a>(&'a TopicHub);
+
+#[async_trait]
+impl Followed for Topics<'_> {
+    type Key = TopicName;
+
+    fn presence(&self, topic: &TopicName) -> Presence {
+        self.0.presence(topic)
+    }
+
+    fn start(&self, topic: &TopicName, generation: u64, position: u64) {
+        self.0.start(topic, generation, position);
+    }
+
+    fn touch(&self, topic: &TopicName) {
+        self.0.touch(topic);
+    }
+
+    fn expect(&self, topic: &TopicName, position: u64) {
+        self.0.expect(topic, position);
+    }
+
+    fn resync(&self, cluster: &Cluster, topic: &TopicName) {
+        cluster.resync_topic(topic);
+    }
+
+    fn channel(topic: &TopicName) -> Channel {
+        Channel::Topic(topic.clone())
+    }
+
+    async fn positions(&self, cluster: &Cluster, topics: &[TopicName]) -> Result<Vec<u64>, StoreError> {
+        cluster.topics.positions(topics).await
+    }
+}
+
 /// Removes a presence query's entry however the query ends.
 struct Forget<'a> {
     queries: &'a Mutex<HashMap<u64, Replies>>,
@@ -485,8 +610,13 @@ impl Broker for Cluster {
     }
 
     async fn publish_topics(&self, changes: Vec<SharedChange>) -> Result<(), BrokerError> {
-        // Topics are kept per node for now (their store is each node's SQLite): their events stay here.
-        self.hub.topics.dispatch(&changes);
+        for change in changes {
+            if self.hub.topics.dispatch_in_order(&change) {
+                self.resync_topic(&change.topic);
+            }
+            let channel = Channel::Topic(change.topic.clone());
+            self.queue(channel, Message::TopicEvent { origin: self.node.clone(), change }.encode());
+        }
         Ok(())
     }
 

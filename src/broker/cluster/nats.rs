@@ -4,8 +4,8 @@
 //! No JetStream: what a node missed while away is found by the audit (see the module above), from the store,
 //! so nothing needs keeping in the broker.
 //!
-//! - **Subjects**: `herald.<cluster>.control`, `herald.<cluster>.node.<node>` and
-//!   `herald.<cluster>.user.<user>`, the user id escaped (`%XX` for every byte but letters, digits, `-` and
+//! - **Subjects**: `herald.<cluster>.control`, `herald.<cluster>.node.<node>`,
+//!   `herald.<cluster>.user.<user>` and `herald.<cluster>.topic.<topic>`, the user id or topic escaped (`%XX` for every byte but letters, digits, `-` and
 //!   `_`), so that no user id can name a wildcard or another subject.
 //! - **When a subscription is active.** A `SUB` is only sent; NATS does not acknowledge it. The server reads a
 //!   connection's commands in order, so once a marker this node publishes to its own barrier subject after
@@ -119,6 +119,10 @@ impl NatsLink {
             Channel::User(user) => {
                 subject.push_str("user.");
                 escape_into(&mut subject, user.as_str());
+            }
+            Channel::Topic(topic) => {
+                subject.push_str("topic.");
+                escape_into(&mut subject, topic.as_str());
             }
         }
         subject

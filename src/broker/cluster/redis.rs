@@ -88,6 +88,10 @@ impl RedisLink {
                 name.extend_from_slice(b"user:");
                 name.extend_from_slice(user.as_str().as_bytes());
             }
+            Channel::Topic(topic) => {
+                name.extend_from_slice(b"topic:");
+                name.extend_from_slice(topic.as_str().as_bytes());
+            }
         }
         name
     }

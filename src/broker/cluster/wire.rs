@@ -5,10 +5,14 @@
 //! parsing the notification. Anything malformed (another version, a peer's bug) decodes to an error, never a
 //! panic.
 
+use std::sync::Arc;
+
 use bytes::{BufMut, Bytes, BytesMut};
+use serde_json::{Map, Value};
 use thiserror::Error;
 
-use crate::domain::{NotificationId, UserId};
+use crate::domain::{NotificationId, Timestamp, UserId};
+use crate::topics::{SharedChange, TopicChange, TopicEvent, TopicName, TopicState};
 
 const VERSION: u8 = 1;
 
@@ -17,6 +21,7 @@ const HEARTBEAT: u8 = 2;
 const PRESENCE_QUERY: u8 = 3;
 const PRESENCE_REPLY: u8 = 4;
 const AUDIT: u8 = 5;
+const TOPIC_EVENT: u8 = 6;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message {
@@ -47,6 +52,11 @@ pub enum Message {
     Audit {
         node: String,
     },
+    /// A committed topic event, with the topic's state after it (its `received_at` stays on its node).
+    TopicEvent {
+        origin: String,
+        change: SharedChange,
+    },
 }
 
 #[derive(Debug, Error, PartialEq)]
@@ -61,6 +71,10 @@ pub enum DecodeError {
     Utf8,
     #[error("the user id is invalid")]
     User,
+    #[error("the topic name is invalid")]
+    Topic,
+    #[error("a topic's data is not a JSON object")]
+    Data,
 }
 
 impl Message {
@@ -102,6 +116,26 @@ impl Message {
                 out.put_u8(AUDIT);
                 put_str(&mut out, node);
             }
+            Message::TopicEvent { origin, change } => {
+                out.put_u8(TOPIC_EVENT);
+                put_str(&mut out, origin);
+                put_str(&mut out, change.topic.as_str());
+                out.put_u8(u8::from(change.status_changed));
+                let event = &change.event;
+                out.put_u64(event.seq);
+                put_str(&mut out, &event.kind);
+                put_opt_str(&mut out, event.status.as_deref());
+                put_opt_u8(&mut out, event.progress);
+                out.put_i64(event.at.0);
+                put_data(&mut out, &event.data);
+                let state = &change.state;
+                out.put_u64(state.seq);
+                put_opt_str(&mut out, state.status.as_deref());
+                put_opt_u8(&mut out, state.progress);
+                out.put_i64(state.updated_at.0);
+                out.put_i64(state.expires_at.0);
+                put_data(&mut out, &state.data);
+            }
         }
         out.freeze()
     }
@@ -129,6 +163,30 @@ impl Message {
                 Ok(Message::PresenceReply { node: r.string()?, request: r.u64()?, connections: r.u32()? })
             }
             AUDIT => Ok(Message::Audit { node: r.string()? }),
+            TOPIC_EVENT => {
+                let origin = r.string()?;
+                let topic = TopicName::parse(&r.string()?).map_err(|_| DecodeError::Topic)?;
+                let status_changed = r.u8()? != 0;
+                let event = TopicEvent {
+                    seq: r.u64()?,
+                    kind: r.string()?,
+                    status: r.opt_string()?,
+                    progress: r.opt_u8()?,
+                    at: Timestamp(r.i64()?),
+                    data: r.data()?,
+                };
+                let state = TopicState {
+                    topic: topic.clone(),
+                    seq: r.u64()?,
+                    status: r.opt_string()?,
+                    progress: r.opt_u8()?,
+                    updated_at: Timestamp(r.i64()?),
+                    expires_at: Timestamp(r.i64()?),
+                    data: r.data()?,
+                };
+                let change = TopicChange { topic, event, state, status_changed, received_at: None };
+                Ok(Message::TopicEvent { origin, change: Arc::new(change) })
+            }
             kind => Err(DecodeError::Kind(kind)),
         }
     }
@@ -139,6 +197,33 @@ fn put_str(out: &mut BytesMut, s: &str) {
     let bytes = &s.as_bytes()[..s.len().min(u16::MAX as usize)];
     out.put_u16(bytes.len() as u16);
     out.put_slice(bytes);
+}
+
+fn put_opt_str(out: &mut BytesMut, s: Option<&str>) {
+    match s {
+        Some(s) => {
+            out.put_u8(1);
+            put_str(out, s);
+        }
+        None => out.put_u8(0),
+    }
+}
+
+fn put_opt_u8(out: &mut BytesMut, n: Option<u8>) {
+    match n {
+        Some(n) => {
+            out.put_u8(1);
+            out.put_u8(n);
+        }
+        None => out.put_u8(0),
+    }
+}
+
+/// A topic's data as JSON text behind a 4-byte length (it may pass the 64 KiB of a short string).
+fn put_data(out: &mut BytesMut, data: &Map<String, Value>) {
+    let text = crate::store::topics::json(data);
+    out.put_u32(text.len() as u32);
+    out.put_slice(text.as_bytes());
 }
 
 struct Reader {
@@ -181,6 +266,32 @@ impl Reader {
         String::from_utf8(self.take(len)?.to_vec()).map_err(|_| DecodeError::Utf8)
     }
 
+    fn i64(&mut self) -> Result<i64, DecodeError> {
+        Ok(i64::from_be_bytes(self.array()?))
+    }
+
+    fn opt_string(&mut self) -> Result<Option<String>, DecodeError> {
+        match self.u8()? {
+            0 => Ok(None),
+            _ => self.string().map(Some),
+        }
+    }
+
+    fn opt_u8(&mut self) -> Result<Option<u8>, DecodeError> {
+        match self.u8()? {
+            0 => Ok(None),
+            _ => self.u8().map(Some),
+        }
+    }
+
+    fn data(&mut self) -> Result<Map<String, Value>, DecodeError> {
+        let len = u32::from_be_bytes(self.array()?) as usize;
+        match serde_json::from_slice(self.take(len)?) {
+            Ok(Value::Object(map)) => Ok(map),
+            _ => Err(DecodeError::Data),
+        }
+    }
+
     fn user(&mut self) -> Result<UserId, DecodeError> {
         UserId::parse(&self.string()?).map_err(|_| DecodeError::User)
     }
@@ -219,9 +330,42 @@ mod tests {
             Message::PresenceQuery { node: "n3".into(), request: 9, user: user() },
             Message::PresenceReply { node: "n3".into(), request: 9, connections: 3 },
             Message::Audit { node: "n4".into() },
+            Message::TopicEvent { origin: "n5".into(), change: topic_change() },
         ];
         for m in messages {
             assert_eq!(Message::decode(m.encode()), Ok(m.clone()));
+        }
+    }
+
+    fn topic_change() -> SharedChange {
+        let topic = TopicName::parse("intent:7").unwrap();
+        let mut data = Map::new();
+        data.insert("tx".into(), Value::from("0xab"));
+        let event = TopicEvent {
+            seq: 3,
+            kind: "status".into(),
+            status: Some("confirming".into()),
+            progress: Some(60),
+            data: data.clone(),
+            at: Timestamp(1_700_000_000_000),
+        };
+        let state = TopicState {
+            topic: topic.clone(),
+            seq: 3,
+            status: Some("confirming".into()),
+            progress: None,
+            data,
+            updated_at: Timestamp(1_700_000_000_000),
+            expires_at: Timestamp(1_700_021_600_000),
+        };
+        Arc::new(TopicChange { topic, event, state, status_changed: true, received_at: None })
+    }
+
+    #[test]
+    fn a_topic_event_cut_anywhere_is_an_error() {
+        let good = Message::TopicEvent { origin: "n".into(), change: topic_change() }.encode();
+        for cut in 0..good.len() {
+            assert!(Message::decode(good.slice(..cut)).is_err(), "cut at {cut}");
         }
     }
 

@@ -672,6 +672,19 @@ impl TopicStore for PgTopics {
         Ok(count as u64)
     }
 
+    async fn positions(&self, topics: &[TopicName]) -> Result<Vec<u64>, StoreError> {
+        let names: Vec<&str> = topics.iter().map(TopicName::as_str).collect();
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT topic, seq FROM herald_topics WHERE topic = ANY($1) AND expires_at > $2")
+                .bind(&names)
+                .bind(Timestamp::now().0)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(sql_error)?;
+        let found: HashMap<String, i64> = rows.into_iter().collect();
+        Ok(names.iter().map(|name| found.get(*name).map_or(0, |seq| *seq as u64)).collect())
+    }
+
     async fn health(&self) -> StoreHealth {
         super::health(&self.pool, &self.where_, self.commands.is_closed(), "topic writer").await
     }

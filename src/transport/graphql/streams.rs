@@ -59,6 +59,10 @@ pub async fn topic(
     let (tx, rx) = mpsc::channel(CHANNEL);
     let lagged = Arc::new(Lagged::default());
     let subscription = state.hub.topics.subscribe(topic.clone(), Sink::Channel { tx, lagged: lagged.clone() });
+    // In a cluster: the state is read once every later event is sure to reach this node.
+    if !subscription.started(crate::broker::cluster::GAP_LIMIT).await {
+        return Err(error("unavailable", "the cluster did not start the topic's stream in time; try again"));
+    }
     let first = state.topics.state(&topic).await.map_err(|e| {
         tracing::error!(error = %e, %topic, "could not read a topic for a GraphQL subscription");
         error("store_unavailable", "the subscription could not start; try again")

@@ -230,7 +230,14 @@ impl Session {
                 return self.topic_error(TopicError::TooManySubscriptions(max), &topic).await;
             }
             let sink = Sink::Outbox { connection: self.registration.shared().clone(), encoding: Encoding::Ws };
-            watching.add(self.state.hub.topics.subscribe(topic.clone(), sink));
+            let subscription = self.state.hub.topics.subscribe(topic.clone(), sink);
+            // In a cluster: the recovery is read once every later event is sure to reach this node.
+            if !subscription.started(crate::broker::cluster::GAP_LIMIT).await {
+                return Flow::Close(CloseReason::Resync);
+            }
+            if let Some(watching) = self.watching.as_mut() {
+                watching.add(subscription);
+            }
         }
         let recovery = {
             let backlogs = self.state.backlogs.clone();

@@ -186,7 +186,12 @@ impl TopicSession {
             None => Encoding::Ws,
         };
         let sink = Sink::Outbox { connection: self.connection.clone(), encoding };
-        self.subscription = Some(self.state.hub.topics.subscribe(self.topic.clone(), sink));
+        let subscription = self.state.hub.topics.subscribe(self.topic.clone(), sink);
+        // In a cluster: the recovery is read once every later event is sure to reach this node.
+        if !subscription.started(crate::broker::cluster::GAP_LIMIT).await {
+            return Err(Flow::Close(CloseReason::Resync));
+        }
+        self.subscription = Some(subscription);
         if let Some(alias) = &self.alias {
             let hello = alias_encoder(alias).connection(&self.topic);
             super::socket::send(&mut self.socket, hello).await?;

@@ -61,6 +61,7 @@ on_each_broker!(
     a_notification_published_on_one_node_reaches_tabs_on_the_others_once_each_in_order,
     two_nodes_publishing_to_one_user_at_once_keep_the_users_order_on_a_third,
     with_the_broker_down_each_node_serves_its_own_and_a_client_following_the_protocol_loses_nothing,
+    a_topics_events_appended_on_two_nodes_at_once_reach_its_watchers_on_a_third_once_each_in_order,
 );
 
 struct Cluster {
@@ -195,6 +196,53 @@ async fn two_nodes_publishing_to_one_user_at_once_keep_the_users_order_on_a_thir
     let middle = &ids[per_node];
     let again = c.nodes[0].connect_ws_since(&bob, middle).await;
     assert_eq!(again.backlog_ids(), ids[per_node + 1..].to_vec());
+}
+
+async fn a_topics_events_appended_on_two_nodes_at_once_reach_its_watchers_on_a_third_once_each_in_order(
+    backend: Backend,
+) {
+    let c = cluster(3, backend).await;
+    let topic = format!("notes:{}", ulid::Ulid::new().to_string().to_lowercase());
+    let token = c.nodes[2].topic_token("watcher", &[&topic]);
+    let mut ws = c.nodes[2].connect_ws_query(&format!("?token={token}")).await;
+    ws.send_json(&json!({"type": "subscribe", "topic": topic})).await;
+    let subscribed = ws.next_json().await;
+    assert_eq!(subscribed["type"], "subscribed", "{subscribed}");
+    let mut socket =
+        c.nodes[2].connect_path(&format!("/ws/topics/{topic}?token={token}")).await.expect("a topic socket");
+
+    let per_node = 40;
+    futures_util::future::join(append_many(&c.nodes[0], &topic, per_node), append_many(&c.nodes[1], &topic, per_node))
+        .await;
+    let mut seqs = Vec::new();
+    while seqs.len() < 2 * per_node {
+        let frame = ws.next_json().await;
+        assert_eq!(frame["type"], "event", "{frame}");
+        seqs.push(frame["seq"].as_u64().expect("a seq"));
+    }
+    assert_eq!(seqs, (1..=2 * per_node as u64).collect::<Vec<_>>(), "every event once, in the topic's order");
+    let mut on_socket = Vec::new();
+    while on_socket.len() < 2 * per_node {
+        let frame = socket.next_json().await;
+        if frame["type"] == "event" {
+            on_socket.push(frame["seq"].as_u64().expect("a seq"));
+        }
+    }
+    assert_eq!(on_socket, seqs);
+    ws.assert_alive().await;
+    // Nodes 1 and 2 watch nothing and hold no one's connections: nothing was sent to them.
+    for node in &c.nodes[..2] {
+        assert_eq!(node.metrics().await.counter("herald_cluster_messages_received_total"), 0.0);
+    }
+    // The state is one for the cluster: any node has it.
+    let (status, body) = c.nodes[0].get_json(&format!("/api/v1/topics/{topic}"), Some(&c.nodes[0].api_key)).await;
+    assert_eq!((status, body["seq"].as_u64()), (200, Some(2 * per_node as u64)), "{body}");
+}
+
+async fn append_many(node: &TestApp, topic: &str, count: usize) {
+    for n in 0..count {
+        node.append_ok(topic, &json!({"type": "note", "data": {"n": n}})).await;
+    }
 }
 
 #[tokio::test]
