@@ -165,7 +165,10 @@ fn describe() {
 
 /// Installs the `tracing` subscriber on stderr: text by default, JSON lines on request.
 pub fn init_tracing(format: LogFormat, filter: &str) -> anyhow::Result<()> {
-    let filter = EnvFilter::try_new(filter).map_err(|e| anyhow::anyhow!("log ({filter:?}): {e}"))?;
+    // The NATS client logs each of its events at info (a slow consumer reports every message it drops); the
+    // cluster logs what matters of them itself.
+    let filter = if filter.contains("async_nats") { filter.to_owned() } else { format!("{filter},async_nats=warn") };
+    let filter = EnvFilter::try_new(&filter).map_err(|e| anyhow::anyhow!("log ({filter:?}): {e}"))?;
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let result = match format {
         LogFormat::Text => builder.try_init(),

@@ -86,8 +86,9 @@ pub enum Incoming {
 /// A pub/sub connection to the broker between nodes.
 #[async_trait]
 pub trait Link: Send + Sync + 'static {
-    /// Publishes the messages in order.
-    async fn publish(&self, messages: &[(Channel, Bytes)]) -> Result<(), BrokerError>;
+    /// Publishes the messages in order; returns how many it had to drop (too large for the broker). An error
+    /// means some may not have been sent: the batch is sent again (receivers drop repeats).
+    async fn publish(&self, messages: &[(Channel, Bytes)]) -> Result<usize, BrokerError>;
     /// Subscribes. Once this returns, every message later published on these channels reaches this node,
     /// or the link reports `Down` (and later `Up`, after subscribing again).
     async fn subscribe(&self, channels: &[Channel]);
@@ -105,7 +106,8 @@ pub struct Headcount {
     pub nodes_asked: usize,
 }
 
-type Replies = mpsc::Sender<u32>;
+/// Answers to a presence query: the node, and its count.
+type Replies = mpsc::Sender<(String, u32)>;
 
 pub struct Cluster {
     node: String,
@@ -245,7 +247,7 @@ impl Cluster {
             }
             Message::PresenceReply { node, request, connections } => {
                 if let Some(replies) = lock(&self.queries).get(&request) {
-                    let _ = replies.try_send(connections);
+                    let _ = replies.try_send((node.clone(), connections));
                 }
                 self.peers().insert(node, Instant::now());
             }
@@ -388,8 +390,12 @@ impl Cluster {
                 }
             }
             match self.link.publish(&batch).await {
-                Ok(()) => {
-                    metrics().cluster_published.increment(batch.len() as u64);
+                Ok(dropped) => {
+                    if dropped > 0 {
+                        metrics().cluster_publish_dropped.increment(dropped as u64);
+                        self.lost.store(true, Ordering::Relaxed);
+                    }
+                    metrics().cluster_published.increment((batch.len() - dropped) as u64);
                     batch.clear();
                     backoff.reset();
                     if self.lost.swap(false, Ordering::Relaxed) {
@@ -448,23 +454,23 @@ impl Cluster {
         let _forget = Forget { queries: &self.queries, request };
         let query = Message::PresenceQuery { node: self.node.clone(), request, user: user.clone() };
         self.link.publish(&[(Channel::Control, query.encode())]).await?;
-        let mut total = here;
-        let mut answered = 0;
+        // By node: a query sent again (a publish retried) is answered again.
+        let mut answered: HashMap<String, u32> = HashMap::new();
         let deadline = tokio::time::sleep(PRESENCE_WAIT);
         tokio::pin!(deadline);
-        while answered < asked {
+        while answered.len() < asked {
             tokio::select! {
                 () = &mut deadline => break,
                 answer = answers.recv() => match answer {
-                    Some(connections) => {
-                        total += u64::from(connections);
-                        answered += 1;
+                    Some((node, connections)) => {
+                        answered.insert(node, connections);
                     }
                     None => break,
                 },
             }
         }
-        Ok(Headcount { connections: total, nodes: answered + 1, nodes_asked: asked + 1 })
+        let total = here + answered.values().map(|c| u64::from(*c)).sum::<u64>();
+        Ok(Headcount { connections: total, nodes: answered.len() + 1, nodes_asked: asked + 1 })
     }
 
     /// Waits (at most `limit`) for the queue to other nodes to drain, then stops every task.

@@ -12,10 +12,19 @@
 //!   its `SUB`s comes back, the server has them all (the *barrier*). `subscribe` returns after it, and
 //!   [`Incoming::Up`] is reported after it on every (re)connect. On a NATS cluster the interest reaches the
 //!   other servers shortly after; an event missed in that moment is caught as a gap.
-//! - **A subscription dropping messages** (a slow consumer) reports [`Incoming::Lost`]: every user here is
-//!   checked against the store.
+//! - **Connection events can be missed** (the client drops them when its event queue is full), so a tick
+//!   every second also compares the client's state and its count of connects with what was last reported.
+//! - **Publishing** counts as done only once a barrier after the batch came back: the client answers a publish
+//!   once it is queued, and a connection lost with it queued loses it. A batch whose barrier fails is sent
+//!   again (the receivers drop repeats by `seq`); a message over the server's payload limit is dropped alone
+//!   (and every node audits).
+//! - **While NATS is away** a subscription is only recorded, and made on the next connect, before its barrier.
+//! - **A subscription dropping messages** (a slow consumer) or a server error reports [`Incoming::Lost`]:
+//!   every user here is checked against the store.
+//! - Credentials come from the URL's user part, decoded, and go to the client only as options (the client
+//!   logs the address it connects to at debug level).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -26,7 +35,7 @@ use async_nats::{Client, ConnectOptions, Event, ServerAddr, Subscriber};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use tokio::sync::{mpsc, Mutex};
+use tokio::sync::{mpsc, Mutex, Notify};
 use tokio_util::sync::CancellationToken;
 
 use super::{Channel, Incoming, Link};
@@ -35,10 +44,22 @@ use crate::config::Secret;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const PING_EVERY: Duration = Duration::from_secs(1);
-/// How long a batch of publishes, or a barrier, may take before the link is taken to be away.
+/// How long a batch of publishes, a subscribe, or a barrier may take before the link is taken to be away.
 const SEND_TIMEOUT: Duration = Duration::from_secs(3);
 /// Messages a subscription holds before NATS's client drops them (and reports a slow consumer).
-const SUBSCRIPTION_CAPACITY: usize = 8_192;
+const SUBSCRIPTION_CAPACITY: usize = 256;
+/// How often the link compares the client's state with what it last reported.
+const CHECK_EVERY: Duration = Duration::from_secs(1);
+
+#[derive(Default)]
+struct Subscriptions {
+    /// Subjects subscribed on the client, each with what stops its forwarding task.
+    live: HashMap<String, CancellationToken>,
+    /// Subjects wanted while the client was away: subscribed at the next connect.
+    pending: HashSet<String>,
+    /// Whether the client was connected when the link last looked (set before the connect's barrier).
+    connected: bool,
+}
 
 pub struct NatsLink {
     client: Client,
@@ -46,11 +67,16 @@ pub struct NatsLink {
     barrier_subject: async_nats::Subject,
     /// This node's own barrier subscription; one barrier at a time.
     barrier: Mutex<Subscriber>,
+    /// Markers start with this start's nonce: another process with the same node id cannot answer them.
+    nonce: u64,
     next_marker: AtomicU64,
-    /// What each live subscription's forwarding task stops on.
-    subscriptions: Mutex<HashMap<String, CancellationToken>>,
+    subscriptions: Mutex<Subscriptions>,
     incoming: mpsc::Sender<Incoming>,
     up: AtomicBool,
+    /// Asks the follower to run a barrier and report up again (one after a subscribe failed).
+    recheck: Notify,
+    /// A `Lost` was reported within the current check interval (a slow consumer reports every drop).
+    lost_reported: AtomicBool,
     closing: CancellationToken,
 }
 
@@ -65,12 +91,12 @@ impl NatsLink {
         incoming: mpsc::Sender<Incoming>,
         closing: CancellationToken,
     ) -> Result<Arc<Self>, BrokerError> {
-        let addr: ServerAddr = url.expose().parse().map_err(|e| BrokerError::Unavailable(format!("{e}")))?;
+        let (addr, credentials) = server(url)?;
         let (events, events_rx) = mpsc::unbounded_channel();
-        let options = match (addr.username(), addr.password()) {
-            (Some(user), Some(password)) => ConnectOptions::with_user_and_password(user.into(), password.into()),
-            (Some(token), None) => ConnectOptions::with_token(token.into()),
-            _ => ConnectOptions::new(),
+        let options = match credentials {
+            Credentials::UserPassword(user, password) => ConnectOptions::with_user_and_password(user, password),
+            Credentials::Token(token) => ConnectOptions::with_token(token),
+            Credentials::None => ConnectOptions::new(),
         }
         .name(format!("herald {cluster}/{node}"))
         .retry_on_initial_connect()
@@ -97,13 +123,20 @@ impl NatsLink {
             prefix,
             barrier_subject,
             barrier: Mutex::new(barrier),
+            nonce: rand::random(),
             next_marker: AtomicU64::new(1),
-            subscriptions: Mutex::new(HashMap::new()),
+            subscriptions: Mutex::new(Subscriptions::default()),
             incoming,
             up: AtomicBool::new(false),
+            recheck: Notify::new(),
+            lost_reported: AtomicBool::new(false),
             closing,
         });
-        link.add(always).await;
+        {
+            // Made at the first connect, before its barrier.
+            let subjects: Vec<String> = always.iter().map(|c| link.subject(c)).collect();
+            link.subscriptions.lock().await.pending.extend(subjects);
+        }
         tokio::spawn(link.clone().follow(events_rx));
         Ok(link)
     }
@@ -128,53 +161,101 @@ impl NatsLink {
         subject
     }
 
-    /// Follows the client's connection events: up (after a barrier) on each connect, down on each loss.
+    async fn report(&self, report: Incoming) {
+        let _ = self.incoming.send(report).await;
+    }
+
+    fn lost(&self) -> bool {
+        !self.lost_reported.swap(true, Ordering::Relaxed)
+    }
+
+    /// Follows the client: up (after subscribing what is pending, and a barrier) on each connect, down on
+    /// each loss, lost on dropped messages; and every [`CHECK_EVERY`], the same from the client's state, for
+    /// the events the client could not queue.
     async fn follow(self: Arc<Self>, mut events: mpsc::UnboundedReceiver<Event>) {
+        let mut check = tokio::time::interval(CHECK_EVERY);
+        // The client's count of connects when up was last reported.
+        let mut reported_connects = 0;
         loop {
-            let event = tokio::select! {
+            tokio::select! {
                 () = self.closing.cancelled() => return,
                 event = events.recv() => match event {
-                    Some(event) => event,
+                    Some(Event::Connected) => self.establish(&mut reported_connects).await,
+                    Some(Event::Disconnected) => self.went_down().await,
+                    Some(Event::SlowConsumer(_)) => {
+                        if self.lost() {
+                            tracing::warn!("this node read too slowly from NATS, which dropped messages; checking its users");
+                            self.report(Incoming::Lost).await;
+                        }
+                    }
+                    Some(Event::ServerError(e)) => {
+                        tracing::warn!(error = %e, "NATS reported an error; checking this node's users");
+                        if self.lost() {
+                            self.report(Incoming::Lost).await;
+                        }
+                    }
+                    Some(other) => tracing::debug!(event = %other, "NATS client event"),
                     None => return,
                 },
-            };
-            let report = match event {
-                Event::Connected => match self.barrier().await {
-                    Ok(()) => {
-                        self.up.store(true, Ordering::Relaxed);
-                        Incoming::Up
+                _ = check.tick() => {
+                    self.lost_reported.store(false, Ordering::Relaxed);
+                    let connected = self.client.connection_state() == State::Connected;
+                    let connects = self.client.statistics().connects.load(Ordering::Relaxed);
+                    if connected && (!self.up.load(Ordering::Relaxed) || connects != reported_connects) {
+                        self.establish(&mut reported_connects).await;
+                    } else if !connected && self.up.load(Ordering::Relaxed) {
+                        self.went_down().await;
                     }
-                    // Gone again already: the next connect reports up.
-                    Err(e) => {
-                        tracing::warn!(error = e, "connected to the cluster broker (NATS), but it did not answer");
-                        continue;
-                    }
-                },
-                Event::Disconnected => {
-                    tracing::warn!("lost the cluster broker (NATS); reconnecting");
-                    self.up.store(false, Ordering::Relaxed);
-                    Incoming::Down
                 }
-                Event::SlowConsumer(_) => {
-                    tracing::warn!("this node read too slowly from NATS, which dropped messages; checking its users");
-                    Incoming::Lost
-                }
-                other => {
-                    tracing::debug!(event = %other, "NATS client event");
-                    continue;
-                }
-            };
-            if self.incoming.send(report).await.is_err() {
-                return;
+                () = self.recheck.notified() => self.establish(&mut reported_connects).await,
             }
         }
+    }
+
+    /// On a connect: subscribes what was wanted meanwhile, runs a barrier, reports up. A barrier that fails
+    /// leaves the link down; the next check tries again.
+    async fn establish(&self, reported_connects: &mut u64) {
+        let connects = self.client.statistics().connects.load(Ordering::Relaxed);
+        if self.client.connection_state() != State::Connected {
+            return;
+        }
+        let subscribed = {
+            let mut subscriptions = self.subscriptions.lock().await;
+            subscriptions.connected = true;
+            let pending: Vec<String> = subscriptions.pending.drain().collect();
+            self.add(&mut subscriptions, pending).await;
+            subscriptions.connected
+        };
+        if !subscribed {
+            // Gone again while subscribing: the next check tries again.
+            self.up.store(false, Ordering::Relaxed);
+            return;
+        }
+        match self.barrier().await {
+            Ok(()) => {
+                *reported_connects = connects;
+                self.up.store(true, Ordering::Relaxed);
+                self.report(Incoming::Up).await;
+            }
+            Err(e) => {
+                tracing::warn!(error = e, "connected to the cluster broker (NATS), but it did not answer; retrying");
+                self.up.store(false, Ordering::Relaxed);
+            }
+        }
+    }
+
+    async fn went_down(&self) {
+        tracing::warn!("lost the cluster broker (NATS); reconnecting");
+        self.up.store(false, Ordering::Relaxed);
+        self.subscriptions.lock().await.connected = false;
+        self.report(Incoming::Down).await;
     }
 
     /// Publishes a marker to this node's barrier subject and waits for it to come back: then the server has
     /// every command this client sent before it.
     async fn barrier(&self) -> Result<(), String> {
         let mut barrier = self.barrier.lock().await;
-        let marker = self.next_marker.fetch_add(1, Ordering::Relaxed).to_string();
+        let marker = format!("{:016x}-{}", self.nonce, self.next_marker.fetch_add(1, Ordering::Relaxed));
         let wait = async {
             self.client
                 .publish(self.barrier_subject.clone(), Bytes::from(marker.clone()))
@@ -191,28 +272,62 @@ impl NatsLink {
         tokio::time::timeout(SEND_TIMEOUT, wait).await.map_err(|_| "NATS did not answer in time".to_owned())?
     }
 
-    /// Sends a `SUB` for each channel not yet subscribed, each read by a task of its own.
-    async fn add(&self, channels: &[Channel]) {
-        let mut subscriptions = self.subscriptions.lock().await;
-        for channel in channels {
-            let subject = self.subject(channel);
-            if subscriptions.contains_key(&subject) {
+    /// Sends a `SUB` for each subject not yet subscribed, each read by a task of its own. One that cannot be
+    /// sent in time (the client is away after all) waits, with the rest, for the next connect.
+    async fn add(&self, subscriptions: &mut Subscriptions, subjects: Vec<String>) {
+        let mut subjects = subjects.into_iter();
+        while let Some(subject) = subjects.next() {
+            if subscriptions.live.contains_key(&subject) {
                 continue;
             }
-            match self.client.subscribe(subject.clone()).await {
-                Ok(subscriber) => {
+            match tokio::time::timeout(SEND_TIMEOUT, self.client.subscribe(subject.clone())).await {
+                Ok(Ok(subscriber)) => {
                     let stop = self.closing.child_token();
                     tokio::spawn(forward(subscriber, self.incoming.clone(), stop.clone()));
-                    subscriptions.insert(subject, stop);
+                    subscriptions.live.insert(subject, stop);
                 }
-                Err(e) => {
-                    // Only when the client has closed, which happens only at exit.
-                    tracing::warn!(error = %e, "could not subscribe on NATS");
+                failed => {
+                    if let Ok(Err(e)) = failed {
+                        tracing::warn!(error = %e, "could not subscribe on NATS");
+                    }
+                    subscriptions.connected = false;
+                    subscriptions.pending.insert(subject);
+                    subscriptions.pending.extend(subjects);
                     return;
                 }
             }
         }
     }
+}
+
+/// How the URL's user part authenticates.
+enum Credentials {
+    None,
+    Token(String),
+    UserPassword(String, String),
+}
+
+/// The server's address without its user part, and the credentials that part held, percent-decoded.
+fn server(url: &Secret) -> Result<(ServerAddr, Credentials), BrokerError> {
+    let invalid = |what: &str| BrokerError::Unavailable(format!("the NATS URL is not valid: {what}"));
+    let mut parsed = url::Url::parse(url.expose()).map_err(|e| invalid(&e.to_string()))?;
+    let decode = |part: &str| {
+        percent_encoding::percent_decode_str(part)
+            .decode_utf8()
+            .map(|text| text.into_owned())
+            .map_err(|_| invalid("its user part is not UTF-8"))
+    };
+    let user = decode(parsed.username())?;
+    let password = parsed.password().map(decode).transpose()?;
+    let credentials = match (user.is_empty(), password) {
+        (true, None) => Credentials::None,
+        (false, None) => Credentials::Token(user),
+        (_, Some(password)) => Credentials::UserPassword(user, password),
+    };
+    parsed.set_username("").map_err(|()| invalid("it has no host"))?;
+    parsed.set_password(None).map_err(|()| invalid("it has no host"))?;
+    let addr = ServerAddr::from_url(parsed).map_err(|e| invalid(&e.to_string()))?;
+    Ok((addr, credentials))
 }
 
 /// Hands a subscription's messages on until told to stop; dropping the subscriber unsubscribes.
@@ -245,37 +360,65 @@ fn escape_into(subject: &mut String, word: &str) {
 
 #[async_trait]
 impl Link for NatsLink {
-    async fn publish(&self, messages: &[(Channel, Bytes)]) -> Result<(), BrokerError> {
+    async fn publish(&self, messages: &[(Channel, Bytes)]) -> Result<usize, BrokerError> {
         // While the client reconnects its queue only grows: the cluster keeps the messages and retries.
         if self.client.connection_state() != State::Connected {
             return Err(BrokerError::Unavailable("NATS is away".into()));
         }
+        let max = self.client.max_payload();
+        let mut dropped = 0;
         let send = async {
             for (channel, payload) in messages {
+                let subject = self.subject(channel);
+                if payload.len() + subject.len() > max {
+                    tracing::warn!(bytes = payload.len(), max, "a message is over NATS's payload limit; dropped");
+                    dropped += 1;
+                    continue;
+                }
                 self.client
-                    .publish(self.subject(channel), payload.clone())
+                    .publish(subject, payload.clone())
                     .await
                     .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
             }
-            Ok(())
+            Ok::<(), BrokerError>(())
         };
         tokio::time::timeout(SEND_TIMEOUT, send)
             .await
-            .map_err(|_| BrokerError::Unavailable("publishing to NATS timed out".into()))?
+            .map_err(|_| BrokerError::Unavailable("publishing to NATS timed out".into()))??;
+        // Sent only once the server has it: a connection lost with the batch queued loses it.
+        self.barrier().await.map_err(BrokerError::Unavailable)?;
+        Ok(dropped)
     }
 
     async fn subscribe(&self, channels: &[Channel]) {
-        self.add(channels).await;
-        if let Err(e) = self.barrier().await {
-            // The connection is going: the reconnect subscribes again and reports up after a barrier.
-            tracing::debug!(error = e, "no barrier after subscribing; the reconnect will report up");
+        let subjects: Vec<String> = channels.iter().map(|c| self.subject(c)).collect();
+        let subscribed = {
+            let mut subscriptions = self.subscriptions.lock().await;
+            if !subscriptions.connected {
+                // Made at the next connect, before the barrier that reports up.
+                subscriptions.pending.extend(subjects);
+                return;
+            }
+            self.add(&mut subscriptions, subjects).await;
+            subscriptions.connected
+        };
+        let barrier = if subscribed { self.barrier().await } else { Err("a subscribe timed out".to_owned()) };
+        if let Err(e) = barrier {
+            // Not sure the subscriptions are active: down now, and up after a barrier that passes.
+            tracing::warn!(error = e, "no barrier after subscribing on NATS; checking again");
+            if self.up.swap(false, Ordering::Relaxed) {
+                self.report(Incoming::Down).await;
+            }
+            self.recheck.notify_one();
         }
     }
 
     async fn unsubscribe(&self, channels: &[Channel]) {
         let mut subscriptions = self.subscriptions.lock().await;
         for channel in channels {
-            if let Some(stop) = subscriptions.remove(&self.subject(channel)) {
+            let subject = self.subject(channel);
+            subscriptions.pending.remove(&subject);
+            if let Some(stop) = subscriptions.live.remove(&subject) {
                 stop.cancel();
             }
         }
@@ -292,7 +435,19 @@ impl Link for NatsLink {
 
 #[cfg(test)]
 mod tests {
-    use super::escape_into;
+    use super::{escape_into, server, Credentials};
+    use crate::config::Secret;
+
+    #[test]
+    fn credentials_are_decoded_and_kept_out_of_the_address() {
+        let (addr, credentials) = server(&Secret::new("nats://tok%3Den%3D%3D@10.0.0.1:4222")).unwrap();
+        assert!(matches!(credentials, Credentials::Token(t) if t == "tok=en=="));
+        assert!(!format!("{addr:?}").contains("tok"), "{addr:?}");
+        let (addr, credentials) = server(&Secret::new("nats://herald:p%3Dss%3Bw@h:4222")).unwrap();
+        assert!(matches!(credentials, Credentials::UserPassword(u, p) if u == "herald" && p == "p=ss;w"));
+        assert!(!format!("{addr:?}").contains("p%3Dss"), "{addr:?}");
+        assert!(matches!(server(&Secret::new("nats://h:4222")).unwrap().1, Credentials::None));
+    }
 
     fn escaped(word: &str) -> String {
         let mut subject = String::new();
