@@ -61,7 +61,7 @@ on_each_broker!(
     a_notification_published_on_one_node_reaches_tabs_on_the_others_once_each_in_order,
     two_nodes_publishing_to_one_user_at_once_keep_the_users_order_on_a_third,
     with_the_broker_down_each_node_serves_its_own_and_a_client_following_the_protocol_loses_nothing,
-    a_topics_events_appended_on_two_nodes_at_once_reach_its_watchers_on_a_third_once_each_in_order,
+    a_topics_events_appended_on_two_nodes_at_once_reach_its_watchers_on_every_node_once_each_in_order,
 );
 
 struct Cluster {
@@ -198,7 +198,7 @@ async fn two_nodes_publishing_to_one_user_at_once_keep_the_users_order_on_a_thir
     assert_eq!(again.backlog_ids(), ids[per_node + 1..].to_vec());
 }
 
-async fn a_topics_events_appended_on_two_nodes_at_once_reach_its_watchers_on_a_third_once_each_in_order(
+async fn a_topics_events_appended_on_two_nodes_at_once_reach_its_watchers_on_every_node_once_each_in_order(
     backend: Backend,
 ) {
     let c = cluster(3, backend).await;
@@ -210,6 +210,9 @@ async fn a_topics_events_appended_on_two_nodes_at_once_reach_its_watchers_on_a_t
     assert_eq!(subscribed["type"], "subscribed", "{subscribed}");
     let mut socket =
         c.nodes[2].connect_path(&format!("/ws/topics/{topic}?token={token}")).await.expect("a topic socket");
+    // A watcher on a node that appends too.
+    let token1 = c.nodes[0].topic_token("watcher", &[&topic]);
+    let mut on_first = c.nodes[0].connect_path(&format!("/ws/topics/{topic}?token={token1}")).await.expect("a socket");
 
     let per_node = 40;
     futures_util::future::join(append_many(&c.nodes[0], &topic, per_node), append_many(&c.nodes[1], &topic, per_node))
@@ -221,19 +224,23 @@ async fn a_topics_events_appended_on_two_nodes_at_once_reach_its_watchers_on_a_t
         seqs.push(frame["seq"].as_u64().expect("a seq"));
     }
     assert_eq!(seqs, (1..=2 * per_node as u64).collect::<Vec<_>>(), "every event once, in the topic's order");
-    let mut on_socket = Vec::new();
-    while on_socket.len() < 2 * per_node {
-        let frame = socket.next_json().await;
-        if frame["type"] == "event" {
+    for socket in [&mut on_first, &mut socket] {
+        // A socket reads its recovery once the topic's stream has started, which may be after the first
+        // appends: the state it starts from covers those, and the events follow it, every one once in order.
+        let subscribed = socket.next_json().await;
+        assert_eq!(subscribed["type"], "subscribed", "{subscribed}");
+        let from = subscribed["state"]["seq"].as_u64().unwrap_or(0);
+        let mut on_socket = Vec::new();
+        while on_socket.len() < (2 * per_node as u64 - from) as usize {
+            let frame = socket.next_json().await;
+            assert_eq!(frame["type"], "event", "{frame}");
             on_socket.push(frame["seq"].as_u64().expect("a seq"));
         }
+        assert_eq!(on_socket, (from + 1..=2 * per_node as u64).collect::<Vec<_>>());
     }
-    assert_eq!(on_socket, seqs);
     ws.assert_alive().await;
-    // Nodes 1 and 2 watch nothing and hold no one's connections: nothing was sent to them.
-    for node in &c.nodes[..2] {
-        assert_eq!(node.metrics().await.counter("herald_cluster_messages_received_total"), 0.0);
-    }
+    // Node 2 watches nothing and holds no one's connections: nothing was sent to it.
+    assert_eq!(c.nodes[1].metrics().await.counter("herald_cluster_messages_received_total"), 0.0);
     // The state is one for the cluster: any node has it.
     let (status, body) = c.nodes[0].get_json(&format!("/api/v1/topics/{topic}"), Some(&c.nodes[0].api_key)).await;
     assert_eq!((status, body["seq"].as_u64()), (200, Some(2 * per_node as u64)), "{body}");
@@ -242,6 +249,62 @@ async fn a_topics_events_appended_on_two_nodes_at_once_reach_its_watchers_on_a_t
 async fn append_many(node: &TestApp, topic: &str, count: usize) {
     for n in 0..count {
         node.append_ok(topic, &json!({"type": "note", "data": {"n": n}})).await;
+    }
+}
+
+/// `deploy/grafana/herald.json` queries only metrics that a cluster's `/metrics` has (once each has had
+/// something to count: a delivery, a topic event, an error).
+#[tokio::test]
+async fn the_grafana_dashboard_queries_only_metrics_that_exist() {
+    let dashboard: Value =
+        serde_json::from_str(include_str!("../../../deploy/grafana/herald.json")).expect("the dashboard is JSON");
+    let mut queried = std::collections::BTreeSet::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("an expr");
+            let mut rest = expr;
+            while let Some(at) = rest.find("herald_") {
+                let name: String = rest[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || *c == '_' || c.is_ascii_digit())
+                    .collect();
+                rest = &rest[at + name.len()..];
+                queried.insert(name);
+            }
+        }
+    }
+    assert!(queried.len() >= 15, "the dashboard queries {queried:?}");
+
+    let c = cluster(2, Backend::Redis).await;
+    let alice = user();
+    let mut tab = c.nodes[0].connect_ws(&alice).await;
+    c.nodes[0].notify(&alice, "dashboard", "one").await;
+    tab.next_notification().await;
+    c.nodes[1]
+        .append_ok(&format!("notes:{}", ulid::Ulid::new().to_string().to_lowercase()), &json!({"type": "n"}))
+        .await;
+    let bad = c.nodes[0]
+        .http
+        .post(c.nodes[0].url("/api/v1/notifications"))
+        .bearer_auth(&c.nodes[0].api_key)
+        .header("content-type", "application/json")
+        .body("{")
+        .send()
+        .await
+        .expect("a request");
+    assert_eq!(bad.status(), 400);
+    let mut scraped = String::new();
+    for node in &c.nodes {
+        scraped.push_str(&node.metrics().await.0);
+    }
+    let scraped = crate::helpers::Metrics(scraped);
+    for name in &queried {
+        let family = name.strip_suffix("_bucket").unwrap_or(name);
+        let kind = scraped.kind(family);
+        assert!(kind.is_some(), "the dashboard queries {name}, which /metrics does not have");
+        if name.ends_with("_bucket") {
+            assert_eq!(kind, Some("histogram"), "{family}");
+        }
     }
 }
 
