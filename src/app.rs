@@ -74,9 +74,11 @@ impl Application {
                 )
                 .with_context(|| format!("opening the SQLite store at {}", path.display()))?,
             ),
-            DatabaseUrl::Postgres(url) => {
-                Arc::new(Postgres::open(url.expose(), feed).await.context("opening the PostgreSQL store")?)
-            }
+            DatabaseUrl::Postgres(url) => Arc::new(
+                Postgres::open_with(url.expose(), settings.database_pool, feed)
+                    .await
+                    .context("opening the PostgreSQL store")?,
+            ),
         };
         let namespaces = Arc::new(settings.topics.namespaces.clone());
         // Connects in the background: an unreachable Redis does not fail the start.

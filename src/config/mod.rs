@@ -58,6 +58,7 @@ pub struct Layer {
     pub sqlite_synchronous: Option<String>,
     pub sqlite_busy_timeout_ms: Option<u64>,
     pub shutdown_timeout_ms: Option<u64>,
+    pub database_pool: Option<u32>,
     pub statsd_addr: Option<String>,
     pub redis_url: Option<String>,
     pub broker: Option<String>,
@@ -99,6 +100,7 @@ const VARIABLES: &[(&str, &str)] = &[
     ("sqlite_synchronous", "HERALD_SQLITE_SYNCHRONOUS"),
     ("sqlite_busy_timeout_ms", "HERALD_SQLITE_BUSY_TIMEOUT_MS"),
     ("shutdown_timeout_ms", "HERALD_SHUTDOWN_TIMEOUT_MS"),
+    ("database_pool", "HERALD_DATABASE_POOL"),
     ("statsd_addr", "HERALD_STATSD_ADDR"),
     ("redis_url", "HERALD_REDIS_URL"),
     ("broker", "HERALD_BROKER"),
@@ -174,6 +176,7 @@ impl Layer {
             "sqlite_synchronous" => self.sqlite_synchronous = text,
             "sqlite_busy_timeout_ms" => self.sqlite_busy_timeout_ms = Some(number(key, value)?),
             "shutdown_timeout_ms" => self.shutdown_timeout_ms = Some(number(key, value)?),
+            "database_pool" => self.database_pool = Some(number(key, value)?),
             "statsd_addr" => self.statsd_addr = text,
             "redis_url" => self.redis_url = text,
             "broker" => self.broker = text,
@@ -211,6 +214,7 @@ impl Layer {
             sqlite_synchronous: self.sqlite_synchronous.or(lower.sqlite_synchronous),
             sqlite_busy_timeout_ms: self.sqlite_busy_timeout_ms.or(lower.sqlite_busy_timeout_ms),
             shutdown_timeout_ms: self.shutdown_timeout_ms.or(lower.shutdown_timeout_ms),
+            database_pool: self.database_pool.or(lower.database_pool),
             statsd_addr: self.statsd_addr.or(lower.statsd_addr),
             redis_url: self.redis_url.or(lower.redis_url),
             broker: self.broker.or(lower.broker),
@@ -298,6 +302,8 @@ pub struct Settings {
     /// `None`: derived from the open-files limit at start.
     pub max_connections: Option<usize>,
     pub shutdown_timeout: Duration,
+    /// PostgreSQL: the inbox's reading connections per node (the writers and the topic store have 7 more).
+    pub database_pool: u32,
     /// Where to send the metrics as DogStatsD too, besides `/metrics`.
     pub statsd_addr: Option<SocketAddr>,
     /// Where topic statuses are mirrored (`SET <key> <status> EX <ttl>`); `None`: nowhere. It may hold a
@@ -467,6 +473,10 @@ impl Settings {
             max_body_bytes,
             max_connections: layer.max_connections,
             shutdown_timeout: Duration::from_millis(layer.shutdown_timeout_ms.unwrap_or(10_000)),
+            database_pool: match layer.database_pool.unwrap_or(16) {
+                pool @ 1..=1000 => pool,
+                _ => return Err(invalid("database_pool", "expected 1 to 1000 connections")),
+            },
             statsd_addr,
             redis_url,
             broker,

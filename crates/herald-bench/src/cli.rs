@@ -180,6 +180,11 @@ pub struct TargetedArgs {
     #[arg(long, short = 'b', default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1000))]
     pub batch: u64,
 
+    /// Publish through this server instead of --server (another node of the same cluster): every
+    /// notification then crosses the cluster broker to reach its user.
+    #[arg(long)]
+    pub publish_to: Option<ServerUrl>,
+
     /// Target publish rate in notifications per second; 0 publishes as fast as the server
     /// answers.
     #[arg(long, default_value_t = 0.0)]

@@ -69,6 +69,9 @@ pub struct UserLoad {
     pub concurrency: usize,
     pub batch: u64,
     pub rate: Option<f64>,
+    /// Where to publish, when not to the server the users are connected to (another node of a cluster).
+    #[serde(default)]
+    pub publish_to: Option<ServerUrl>,
 }
 
 /// Publishing to users through RabbitMQ: how many messages, how many unconfirmed at once, at
@@ -242,7 +245,7 @@ fn targeted(args: &TargetedArgs, run_id: String) -> Result<RunPlan, PlanError> {
     }
     let params = json!({
         "users": users, "notifications": notifications, "concurrency": concurrency,
-        "batch": args.batch, "rate": rate,
+        "batch": args.batch, "rate": rate, "publish_to": args.publish_to.as_ref().map(ServerUrl::to_string),
     });
     split(&args.common, "targeted", run_id, users, params, None, |share, of| {
         ModePlan::Targeted(UserLoad {
@@ -250,6 +253,7 @@ fn targeted(args: &TargetedArgs, run_id: String) -> Result<RunPlan, PlanError> {
             concurrency: concurrency.div_ceil(of.count),
             batch: args.batch,
             rate: rate.map(|r| r * share.users as f64 / of.total as f64),
+            publish_to: args.publish_to.clone(),
         })
     })
 }
@@ -334,6 +338,7 @@ fn reconnect(args: &ReconnectArgs, run_id: String) -> Result<RunPlan, PlanError>
             concurrency: concurrency.div_ceil(of.count),
             batch: args.batch,
             rate: Some(rate_per_s * share.users as f64 / of.total as f64),
+            publish_to: None,
         },
         drop_after_ms: drop_after.as_millis() as u64,
     })?;

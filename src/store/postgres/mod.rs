@@ -147,7 +147,12 @@ impl Postgres {
     /// Connects, migrates (refusing a schema newer than this build's), and starts the writer task. Committed
     /// changes are sent on `feed`, in this node's commit order.
     pub async fn open(url: &str, feed: mpsc::Sender<Vec<InboxEvent>>) -> Result<Self, OpenError> {
-        let (pool, where_) = connect(url, READERS).await?;
+        Self::open_with(url, READERS, feed).await
+    }
+
+    /// [`Postgres::open`] with `readers` reading connections.
+    pub async fn open_with(url: &str, readers: u32, feed: mpsc::Sender<Vec<InboxEvent>>) -> Result<Self, OpenError> {
+        let (pool, where_) = connect(url, readers.max(1)).await?;
         migrate(&pool).await?;
         // The writer's own connections: readers holding every pooled connection (a reconnect storm reading
         // backlogs) must not make writes wait for one. One for the groups, one for the delivered marks.

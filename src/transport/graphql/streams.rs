@@ -60,7 +60,7 @@ pub async fn topic(
     let lagged = Arc::new(Lagged::default());
     let subscription = state.hub.topics.subscribe(topic.clone(), Sink::Channel { tx, lagged: lagged.clone() });
     // In a cluster: the state is read once every later event is sure to reach this node.
-    if !subscription.started(crate::broker::cluster::GAP_LIMIT).await {
+    if !subscription.started(crate::hub::stream::START_LIMIT).await {
         return Err(error("unavailable", "the cluster did not start the topic's stream in time; try again"));
     }
     let first = state.topics.state(&topic).await.map_err(|e| {

@@ -101,7 +101,7 @@ impl Session {
     async fn send_backlog(&mut self, since: Option<NotificationId>) -> Result<(), Flow> {
         // In a cluster, the backlog must be read once this node hears every later event of the user; a start
         // that does not come in time (the store is away) is a resync, never a silent gap.
-        if !self.registration.started(crate::broker::cluster::GAP_LIMIT).await {
+        if !self.registration.started(crate::hub::stream::START_LIMIT).await {
             return Err(Flow::Close(CloseReason::Resync));
         }
         let backlogs = self.state.backlogs.clone();
@@ -232,7 +232,7 @@ impl Session {
             let sink = Sink::Outbox { connection: self.registration.shared().clone(), encoding: Encoding::Ws };
             let subscription = self.state.hub.topics.subscribe(topic.clone(), sink);
             // In a cluster: the recovery is read once every later event is sure to reach this node.
-            if !subscription.started(crate::broker::cluster::GAP_LIMIT).await {
+            if !subscription.started(crate::hub::stream::START_LIMIT).await {
                 return Flow::Close(CloseReason::Resync);
             }
             if let Some(watching) = self.watching.as_mut() {

@@ -188,7 +188,7 @@ impl TopicSession {
         let sink = Sink::Outbox { connection: self.connection.clone(), encoding };
         let subscription = self.state.hub.topics.subscribe(self.topic.clone(), sink);
         // In a cluster: the recovery is read once every later event is sure to reach this node.
-        if !subscription.started(crate::broker::cluster::GAP_LIMIT).await {
+        if !subscription.started(crate::hub::stream::START_LIMIT).await {
             return Err(Flow::Close(CloseReason::Resync));
         }
         self.subscription = Some(subscription);

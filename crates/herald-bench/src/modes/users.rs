@@ -218,7 +218,8 @@ pub async fn publish(
         },
     };
     let for_ack = Arc::clone(deliveries);
-    publish::run(&ctx.plan.server, ctx.plan.api_key.expose(), job, move |seqs| {
+    let server = load.publish_to.as_ref().unwrap_or(&ctx.plan.server);
+    publish::run(server, ctx.plan.api_key.expose(), job, move |seqs| {
         if let Some(tally) = for_ack.tally() {
             tally.ack(seqs);
         }
