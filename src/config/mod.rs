@@ -663,6 +663,18 @@ mod tests {
     }
 
     #[test]
+    fn the_database_pool_is_bounded() {
+        assert_eq!(Settings::resolve(Layer::default()).unwrap().database_pool, 16);
+        let eight = Layer::from_env(env(&[("HERALD_DATABASE_POOL", "8")])).unwrap();
+        assert_eq!(Settings::resolve(eight).unwrap().database_pool, 8);
+        for bad in ["0", "1001"] {
+            let layer = Layer::from_env(env(&[("HERALD_DATABASE_POOL", bad)])).unwrap();
+            let err = Settings::resolve(layer).unwrap_err().to_string();
+            assert!(err.contains("database_pool"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn a_nats_broker_is_checked_and_never_shown() {
         let resolve = |url: &str| {
             Settings::resolve(Layer {
