@@ -10,6 +10,7 @@
 //! at most [`ACQUIRE_TIMEOUT`] for a connection and then fails as unavailable (503 `store_unavailable`),
 //! and the pool reconnects by itself once the database is back.
 
+mod correlations;
 mod reader;
 mod schema;
 mod topics;
