@@ -118,6 +118,11 @@ fn describe() {
     describe_histogram!("herald_store_commit_seconds", Unit::Seconds, "Time to run and commit one write group.");
     describe_histogram!("herald_store_group_size", "Commands committed together in one transaction.");
     describe_counter!(
+        "herald_store_write_fallbacks_total",
+        "PostgreSQL write groups of creates that left the one-statement path for the general one (a user's \
+         newest id was above the group's first, or an idempotency key was taken)."
+    );
+    describe_counter!(
         "herald_amqp_messages_total",
         "AMQP messages by queue and outcome: consumed, acked, retried (sent to a delay queue), dead_lettered."
     );

@@ -315,3 +315,37 @@ async fn postgres_numbers_each_users_events_in_commit_order() {
     assert_eq!(positions, [4, 0, 1]);
     store.shutdown().await;
 }
+
+/// A user whose newest id is ahead of this node's clock (another node's clock runs ahead of this one): the
+/// one-statement path for creates refuses to write below it, and the group goes the general way, so the new
+/// ids still come after it, numbered on from the user's events, with the counts right; a user beside it in
+/// the same group is written as usual.
+#[tokio::test]
+async fn postgres_creates_for_a_user_whose_newest_id_is_ahead_still_come_after_it() {
+    let schema = Schema::create();
+    let (store, mut feed) = open(&schema).await;
+    store.insert(vec![new("alice", "first", None)]).await.unwrap();
+    next_events(&mut feed).await;
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let ahead = ulid::Ulid::from_parts(now_ms + 3_600_000, 42);
+    psql(&format!("UPDATE {}.herald_users SET last_id = '{:032x}' WHERE user_id = 'alice'", schema.name, ahead.0));
+
+    let created = created_ids(
+        &store
+            .insert(vec![new("alice", "second", None), new("bob", "beside", None), new("alice", "third", None)])
+            .await
+            .unwrap(),
+    );
+    let ahead = NotificationId::from_ulid(ahead);
+    assert!(created[0] > ahead && created[2] > created[0], "{created:?} must come after {ahead}");
+    let events = next_events(&mut feed).await;
+    let seqs: Vec<(String, Option<u64>)> = events.iter().map(|e| (e.user_id().as_str().to_owned(), e.seq())).collect();
+    assert_eq!(seqs, [("alice".into(), Some(2)), ("bob".into(), Some(1)), ("alice".into(), Some(3))]);
+    let page = store.list(&user("alice"), ListQuery { page: 0, limit: 10, unread_only: false }).await.unwrap();
+    assert_eq!((page.total, page.unread_count), (3, 3));
+    assert_eq!(page.items[0].id, created[2], "the newest first");
+    // And with the user's newest id now its own, the next create takes the one-statement path again.
+    store.insert(vec![new("alice", "fourth", None)]).await.unwrap();
+    assert_eq!(next_events(&mut feed).await[0].seq(), Some(4));
+    store.shutdown().await;
+}
