@@ -47,11 +47,15 @@ impl InsertOutcome {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct ListQuery {
+    /// Offset paging: skip `page × limit`. Ignored with `before`.
     pub page: u32,
     pub limit: u32,
     pub unread_only: bool,
+    /// Cursor paging: only notifications older than this one (the last id of the page before). Unlike an
+    /// offset, it does not shift while new notifications arrive.
+    pub before: Option<NotificationId>,
 }
 
 /// A page of a user's inbox, newest first.
@@ -60,6 +64,8 @@ pub struct Page {
     pub items: Vec<Notification>,
     pub total: u64,
     pub unread_count: u64,
+    /// More notifications follow this page (older than its last).
+    pub more: bool,
 }
 
 /// The most notification content (data, title and message, plus a per-item allowance) one snapshot holds;

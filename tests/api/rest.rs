@@ -33,6 +33,41 @@ async fn the_inbox_pages_newest_first() {
     assert_eq!(ids(all["items"].as_array().unwrap()), newest_first);
 }
 
+/// Cursor paging: `next_before` leads from page to page, the pages stay put while notifications arrive, and
+/// it is null at the end; the cursor cannot be combined with `page`, and a malformed one is refused.
+#[tokio::test]
+async fn the_inbox_pages_by_cursor_without_shifting() {
+    let app = TestApp::spawn().await;
+    let published = app.notify_many("alice", "n", 12).await;
+    let newest_first: Vec<String> = ids(&published).into_iter().rev().collect();
+
+    let first = app.inbox("alice", "?limit=5").await;
+    assert_eq!(ids(first["items"].as_array().unwrap()), newest_first[..5]);
+    assert_eq!(first["next_before"], newest_first[4]);
+    assert_eq!((first["page"].clone(), first["total"].clone()), (json!(0), json!(12)));
+    // Two more arrive: offset page 1 would now repeat two; the cursor's next page does not.
+    app.notify_many("alice", "late", 2).await;
+    let second = app.inbox("alice", &format!("?limit=5&before={}", newest_first[4])).await;
+    assert_eq!(ids(second["items"].as_array().unwrap()), newest_first[5..10]);
+    assert!(second.get("page").is_none(), "no page number with a cursor: {second}");
+    assert_eq!(second["total"], 14);
+    let last = app.inbox("alice", &format!("?limit=5&before={}", second["next_before"].as_str().unwrap())).await;
+    assert_eq!(ids(last["items"].as_array().unwrap()), newest_first[10..]);
+    assert_eq!(last["next_before"], json!(null), "the end: {last}");
+    // Unread only, by cursor.
+    app.mark_read("alice", &newest_first[1]).await;
+    let unread = app.inbox("alice", &format!("?limit=2&unread=true&before={}", newest_first[0])).await;
+    assert_eq!(ids(unread["items"].as_array().unwrap()), [newest_first[2].clone(), newest_first[3].clone()]);
+    assert_eq!(unread["next_before"], newest_first[3]);
+    // The whole inbox by cursor: every one once.
+    assert_eq!(app.whole_inbox("alice").await.len(), 14);
+
+    let token = app.token("alice");
+    let both = app.list(&token, &format!("?page=1&before={}", newest_first[0])).await;
+    assert_error_response(both, 400, "invalid_query").await;
+    assert_error_response(app.list(&token, "?before=nope").await, 400, "invalid_query").await;
+}
+
 #[tokio::test]
 async fn the_unread_filter_lists_only_unread() {
     let app = TestApp::spawn().await;

@@ -113,9 +113,9 @@ async fn counts_follow_every_change(backend: Backend) {
     assert!(again.newly_read.is_empty());
     assert_eq!(store.unread_count(&alice).await.unwrap(), 3);
 
-    let page = store.list(&alice, ListQuery { page: 0, limit: 10, unread_only: true }).await.unwrap();
+    let page = store.list(&alice, ListQuery { page: 0, limit: 10, unread_only: true, before: None }).await.unwrap();
     assert_eq!((page.total, page.unread_count, page.items.len()), (3, 3, 3));
-    let all = store.list(&alice, ListQuery { page: 0, limit: 2, unread_only: false }).await.unwrap();
+    let all = store.list(&alice, ListQuery { page: 0, limit: 2, unread_only: false, before: None }).await.unwrap();
     assert_eq!((all.total, all.items.len()), (5, 2));
     assert_eq!(all.items[0].id, ids[4], "newest first");
 
@@ -130,7 +130,7 @@ async fn other_users_are_invisible(backend: Backend) {
     let bob = user("bob");
     let stolen = store.mark_read(&bob, vec![alice_id]).await.unwrap();
     assert!(stolen.found.is_empty() && stolen.newly_read.is_empty(), "bob cannot touch alice's notification");
-    let page = store.list(&bob, ListQuery { page: 0, limit: 10, unread_only: false }).await.unwrap();
+    let page = store.list(&bob, ListQuery { page: 0, limit: 10, unread_only: false, before: None }).await.unwrap();
     assert_eq!(page.items.len(), 1);
     assert_eq!(page.items[0].user_id, bob);
     assert_eq!(store.unread_count(&user("alice")).await.unwrap(), 1);
@@ -180,7 +180,8 @@ async fn delivered_marks_are_recorded(backend: Backend) {
     // Marks are batched into the writer's next group: wait for them to show, with a deadline.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let page = store.list(&alice, ListQuery { page: 0, limit: 10, unread_only: false }).await.unwrap();
+        let page =
+            store.list(&alice, ListQuery { page: 0, limit: 10, unread_only: false, before: None }).await.unwrap();
         let delivered: Vec<_> = page.items.iter().filter(|n| n.delivered).map(|n| n.id).collect();
         if delivered == ids[..1] {
             assert!(page.items.iter().all(|n| n.delivered == n.delivered_at.is_some()));
@@ -203,7 +204,8 @@ async fn durable_across_reopen() {
     };
     let (tx, _feed) = mpsc::channel(1024);
     let store = Sqlite::open(&path, Synchronous::Full, tx).unwrap();
-    let page = store.list(&user("alice"), ListQuery { page: 0, limit: 10, unread_only: false }).await.unwrap();
+    let page =
+        store.list(&user("alice"), ListQuery { page: 0, limit: 10, unread_only: false, before: None }).await.unwrap();
     assert_eq!(page.items.iter().map(|n| n.id).collect::<Vec<_>>(), ids);
     assert_eq!(page.unread_count, 1);
 }
@@ -252,6 +254,44 @@ macro_rules! sqlite_conformance {
     };
 }
 
+/// Cursor paging (`before`): pages that do not shift while notifications arrive, `more` exact at the end, the
+/// unread filter applied before the limit; offset paging says `more` too.
+async fn cursor_pages_do_not_shift(backend: Backend) {
+    let Backend { store, mut feed, .. } = backend;
+    let alice = user("alice");
+    let mut ids =
+        created_ids(&store.insert((0..7).map(|i| new("alice", &format!("n{i}"), None)).collect()).await.unwrap());
+    next_events(&mut feed).await;
+    store.insert(vec![new("bob", "other", None)]).await.unwrap();
+    store.mark_read(&alice, vec![ids[1], ids[5]]).await.unwrap();
+    let list = |before: Option<NotificationId>, limit: u32, unread_only: bool| {
+        let (store, alice) = (&store, &alice);
+        async move {
+            let p = store.list(alice, ListQuery { page: 0, limit, unread_only, before }).await.unwrap();
+            (p.items.iter().map(|n| n.id).collect::<Vec<_>>(), p.more)
+        }
+    };
+    let pick = |ids: &[NotificationId], at: &[usize]| at.iter().map(|&i| ids[i]).collect::<Vec<_>>();
+    assert_eq!(list(None, 3, false).await, (pick(&ids, &[6, 5, 4]), true));
+    assert_eq!(list(Some(ids[4]), 3, false).await, (pick(&ids, &[3, 2, 1]), true));
+    assert_eq!(list(Some(ids[1]), 3, false).await, (pick(&ids, &[0]), false));
+    assert_eq!(list(Some(ids[0]), 3, false).await, (vec![], false));
+    // A new notification changes the first page only: the cursor's pages stay where they were.
+    ids.extend(created_ids(&store.insert(vec![new("alice", "new", None)]).await.unwrap()));
+    assert_eq!(list(Some(ids[4]), 3, false).await, (pick(&ids, &[3, 2, 1]), true));
+    assert_eq!(list(None, 3, false).await, (pick(&ids, &[7, 6, 5]), true));
+    // Unread only: 1 and 5 are read.
+    assert_eq!(list(None, 2, true).await, (pick(&ids, &[7, 6]), true));
+    assert_eq!(list(Some(ids[6]), 2, true).await, (pick(&ids, &[4, 3]), true));
+    assert_eq!(list(Some(ids[3]), 2, true).await, (pick(&ids, &[2, 0]), false));
+    // Exactly a page left: no further page is promised.
+    assert_eq!(list(Some(ids[2]), 2, false).await, (pick(&ids, &[1, 0]), false));
+    let offset = store.list(&alice, ListQuery { page: 0, limit: 8, unread_only: false, before: None }).await.unwrap();
+    assert_eq!((offset.items.len(), offset.more, offset.total), (8, false, 8));
+    let offset = store.list(&alice, ListQuery { page: 1, limit: 3, unread_only: false, before: None }).await.unwrap();
+    assert_eq!((offset.items.iter().map(|n| n.id).collect::<Vec<_>>(), offset.more), (pick(&ids, &[4, 3, 2]), true));
+}
+
 /// Every check above, against each backend.
 macro_rules! conformance {
     ($($check:ident),* $(,)?) => {
@@ -268,6 +308,7 @@ conformance!(
     idempotency_returns_the_original,
     snapshots_serve_connect_and_resume,
     delivered_marks_are_recorded,
+    cursor_pages_do_not_shift,
 );
 
 /// Reads that span the merged index and the unmerged tail, and a restart that loses the tail (the writer
@@ -298,7 +339,7 @@ async fn sqlite_reads_span_the_index_and_the_tail() {
         let store = &store;
         let alice = &alice;
         async move {
-            let p = store.list(alice, ListQuery { page, limit, unread_only }).await.unwrap();
+            let p = store.list(alice, ListQuery { page, limit, unread_only, before: None }).await.unwrap();
             (p.total, p.items.iter().map(|n| n.id).collect::<Vec<_>>())
         }
     };
@@ -309,6 +350,17 @@ async fn sqlite_reads_span_the_index_and_the_tail() {
     assert_eq!(page(0, 3, true).await, (11, rev(&[12, 10, 9])));
     assert_eq!(page(1, 3, true).await, (11, rev(&[8, 7, 6])));
     assert_eq!(page(3, 3, true).await, (11, rev(&[2, 0])));
+    // The cursor across the tail (10, 11, 12) and the index (0–9).
+    let cursor = |before: NotificationId, limit, unread_only| {
+        let (store, alice) = (&store, &alice);
+        async move {
+            let p = store.list(alice, ListQuery { page: 0, limit, unread_only, before: Some(before) }).await.unwrap();
+            (p.items.iter().map(|n| n.id).collect::<Vec<_>>(), p.more)
+        }
+    };
+    assert_eq!(cursor(ids[12], 4, false).await, (rev(&[11, 10, 9, 8]), true));
+    assert_eq!(cursor(ids[11], 3, true).await, (rev(&[10, 9, 8]), true));
+    assert_eq!(cursor(ids[3], 5, true).await, (rev(&[2, 0]), false));
 
     let unread = store.snapshot(&alice, Since::Unread { limit: 5 }).await.unwrap();
     assert_eq!(unread.items.iter().map(|n| n.id).collect::<Vec<_>>(), rev(&[7, 8, 9, 10, 12]));
@@ -329,10 +381,17 @@ async fn sqlite_reads_span_the_index_and_the_tail() {
 
     let (tx, _feed) = mpsc::channel(1024);
     let store = Sqlite::open_with(&path, merge_never(), tx).unwrap();
-    let all = store.list(&alice, ListQuery { page: 0, limit: 100, unread_only: false }).await.unwrap();
+    let all = store.list(&alice, ListQuery { page: 0, limit: 100, unread_only: false, before: None }).await.unwrap();
     assert_eq!(all.items.iter().map(|n| n.id).collect::<Vec<_>>(), ids.iter().rev().copied().collect::<Vec<_>>());
     assert_eq!((all.total, all.unread_count), (14, 1));
-    assert_eq!(store.list(&user("bob"), ListQuery { page: 0, limit: 10, unread_only: false }).await.unwrap().total, 1);
+    assert_eq!(
+        store
+            .list(&user("bob"), ListQuery { page: 0, limit: 10, unread_only: false, before: None })
+            .await
+            .unwrap()
+            .total,
+        1
+    );
 }
 
 /// A database written by the layout before the per-user index was split out (schema version 2) opens with
@@ -376,7 +435,7 @@ async fn sqlite_migrates_the_previous_layout() {
     let (tx, _feed) = mpsc::channel(1024);
     let store = Sqlite::open_with(&path, merge_never(), tx).unwrap();
     let alice = user("alice");
-    let page = store.list(&alice, ListQuery { page: 0, limit: 10, unread_only: false }).await.unwrap();
+    let page = store.list(&alice, ListQuery { page: 0, limit: 10, unread_only: false, before: None }).await.unwrap();
     let mut expected = vec![NotificationId::from_ulid(a), NotificationId::from_ulid(c)];
     expected.sort();
     expected.reverse();
@@ -391,7 +450,12 @@ async fn sqlite_migrates_the_previous_layout() {
     want.sort();
     assert_eq!(unread.items.iter().map(|n| n.id).collect::<Vec<_>>(), want);
     assert_eq!(
-        store.list(&user("bob"), ListQuery { page: 0, limit: 10, unread_only: false }).await.unwrap().items.len(),
+        store
+            .list(&user("bob"), ListQuery { page: 0, limit: 10, unread_only: false, before: None })
+            .await
+            .unwrap()
+            .items
+            .len(),
         1
     );
 }
@@ -455,7 +519,8 @@ async fn sqlite_snapshots_agree_with_their_counts_under_writes() {
         let snap = store.snapshot(&alice, Since::Unread { limit: 1000 }).await.unwrap();
         assert_eq!(snap.items.len() as u64, snap.unread_count, "after {checked} consistent snapshots");
         assert_eq!(snap.high_water, snap.items.last().map(|n| n.id));
-        let page = store.list(&alice, ListQuery { page: 0, limit: 1000, unread_only: false }).await.unwrap();
+        let page =
+            store.list(&alice, ListQuery { page: 0, limit: 1000, unread_only: false, before: None }).await.unwrap();
         assert_eq!(page.items.len() as u64, page.total);
         checked += 1;
     }
@@ -550,7 +615,8 @@ async fn sqlite_merges_when_writes_stop() {
         assert!(Instant::now() < deadline, "never merged");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let page = store.list(&user("alice"), ListQuery { page: 0, limit: 10, unread_only: false }).await.unwrap();
+    let page =
+        store.list(&user("alice"), ListQuery { page: 0, limit: 10, unread_only: false, before: None }).await.unwrap();
     assert_eq!((page.total, page.unread_count, page.items.len()), (1, 1, 1));
 }
 
@@ -569,7 +635,7 @@ async fn sqlite_reads_before_a_merge_count_after_it() {
     // The third fills the partition: merged after this group, with the first already read.
     let third = created_ids(&store.insert(vec![new("alice", "c", None)]).await.unwrap())[0];
     wait_for_merge(&path, "alice", third).await;
-    let page = store.list(&alice, ListQuery { page: 0, limit: 10, unread_only: false }).await.unwrap();
+    let page = store.list(&alice, ListQuery { page: 0, limit: 10, unread_only: false, before: None }).await.unwrap();
     assert_eq!((page.total, page.unread_count), (3, 2));
     assert_eq!(store.mark_all_read(&alice).await.unwrap(), 2);
     assert_eq!(store.unread_count(&alice).await.unwrap(), 0);

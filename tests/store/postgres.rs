@@ -90,7 +90,8 @@ async fn postgres_is_durable_across_reopen() {
         ids
     };
     let (store, _feed) = open(&schema).await;
-    let page = store.list(&user("alice"), ListQuery { page: 0, limit: 10, unread_only: false }).await.unwrap();
+    let page =
+        store.list(&user("alice"), ListQuery { page: 0, limit: 10, unread_only: false, before: None }).await.unwrap();
     assert_eq!(page.items.iter().rev().map(|n| n.id).collect::<Vec<_>>(), ids);
     assert_eq!((page.total, page.unread_count), (2, 2));
     // A second start migrates nothing and finds the same schema.
@@ -154,7 +155,7 @@ async fn postgres_recovers_from_terminated_backends() {
             Err(other) => panic!("a terminated backend must read as unavailable, got {other}"),
         }
     }
-    let page = store.list(&alice, ListQuery { page: 0, limit: 10, unread_only: false }).await.unwrap();
+    let page = store.list(&alice, ListQuery { page: 0, limit: 10, unread_only: false, before: None }).await.unwrap();
     let stored: HashSet<NotificationId> = page.items.iter().map(|n| n.id).collect();
     assert!(acknowledged.iter().all(|id| stored.contains(id)), "acknowledged {acknowledged:?}, stored {stored:?}");
     assert!(store.health().await.ok);
@@ -213,7 +214,7 @@ async fn postgres_nodes_keep_a_users_order_for_since() {
     let missed = published.iter().filter(|id| !seen_set.contains(id)).count();
     assert_eq!(missed, 0, "{missed} of {total} were committed below an id the reader had already passed");
     assert_eq!(seen.len(), total, "nothing repeated");
-    let counts = reader.list(&alice, ListQuery { page: 0, limit: 1, unread_only: false }).await.unwrap();
+    let counts = reader.list(&alice, ListQuery { page: 0, limit: 1, unread_only: false, before: None }).await.unwrap();
     assert_eq!((counts.total, counts.unread_count), (total as u64, total as u64));
 }
 
@@ -242,7 +243,8 @@ async fn postgres_mark_all_read_beside_creates_keeps_the_count_true() {
     };
     creator.await.unwrap();
     reader.await.unwrap();
-    let unread_rows = b.list(&alice, ListQuery { page: 0, limit: 1000, unread_only: false }).await.unwrap();
+    let unread_rows =
+        b.list(&alice, ListQuery { page: 0, limit: 1000, unread_only: false, before: None }).await.unwrap();
     let really_unread = unread_rows.items.iter().filter(|n| !n.read).count() as u64;
     assert_eq!(unread_rows.unread_count, really_unread, "the stored count matches the rows");
     assert_eq!(unread_rows.total, 300);
@@ -283,7 +285,10 @@ async fn postgres_nodes_writing_everything_at_once_never_fail() {
     // retried, so deadlocking writes show as seconds (14 s with locks taken per command; 0.6 s without).
     assert!(started.elapsed() < Duration::from_secs(6), "took {:?}: the writes deadlocked", started.elapsed());
     for u in users {
-        let page = nodes[1].list(&user(u), ListQuery { page: 0, limit: 1000, unread_only: false }).await.unwrap();
+        let page = nodes[1]
+            .list(&user(u), ListQuery { page: 0, limit: 1000, unread_only: false, before: None })
+            .await
+            .unwrap();
         assert_eq!(page.total, 240, "{u}");
         let unread = page.items.iter().filter(|n| !n.read).count() as u64;
         assert_eq!(page.unread_count, unread, "{u}: the count matches the rows");
@@ -341,7 +346,8 @@ async fn postgres_creates_for_a_user_whose_newest_id_is_ahead_still_come_after_i
     let events = next_events(&mut feed).await;
     let seqs: Vec<(String, Option<u64>)> = events.iter().map(|e| (e.user_id().as_str().to_owned(), e.seq())).collect();
     assert_eq!(seqs, [("alice".into(), Some(2)), ("bob".into(), Some(1)), ("alice".into(), Some(3))]);
-    let page = store.list(&user("alice"), ListQuery { page: 0, limit: 10, unread_only: false }).await.unwrap();
+    let page =
+        store.list(&user("alice"), ListQuery { page: 0, limit: 10, unread_only: false, before: None }).await.unwrap();
     assert_eq!((page.total, page.unread_count), (3, 3));
     assert_eq!(page.items[0].id, created[2], "the newest first");
     // And with the user's newest id now its own, the next create takes the one-statement path again.

@@ -56,19 +56,28 @@ pub async fn list(pool: &PgPool, user: &UserId, q: ListQuery) -> Result<Page, St
     let mut tx = read_only(pool).await?;
     let (total, unread_count, _) = counts(&mut tx, user).await?;
     let filter = if q.unread_only { " AND n.read_at IS NULL" } else { "" };
+    // Without a cursor, the largest id (never made: its time is past the year 10889) keeps every row.
+    let (cursor, offset) = match q.before {
+        Some(before) => (schema::uuid(before), 0),
+        None => (Uuid::from_u128(u128::MAX), i64::from(q.page) * i64::from(q.limit)),
+    };
+    // One row more than asked says whether another page follows.
     let rows = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM {FROM} WHERE n.user_id = $1{filter} ORDER BY n.id DESC LIMIT $2 OFFSET $3"
+        "SELECT {COLUMNS} FROM {FROM} WHERE n.user_id = $1{filter} AND n.id < $4 ORDER BY n.id DESC LIMIT $2 OFFSET $3"
     ))
     .bind(user.as_str())
-    .bind(i64::from(q.limit))
-    .bind(i64::from(q.page) * i64::from(q.limit))
+    .bind(i64::from(q.limit) + 1)
+    .bind(offset)
+    .bind(cursor)
     .fetch_all(&mut *tx)
     .await
     .map_err(sql_error)?;
     tx.commit().await.map_err(sql_error)?;
-    let items = rows.iter().map(schema::from_row).collect::<Result<Vec<_>, _>>()?;
+    let mut items = rows.iter().map(schema::from_row).collect::<Result<Vec<_>, _>>()?;
+    let more = items.len() > q.limit as usize;
+    items.truncate(q.limit as usize);
     let total = if q.unread_only { unread_count } else { total };
-    Ok(Page { items, total, unread_count })
+    Ok(Page { items, total, unread_count, more })
 }
 
 /// What a connecting client is sent first.

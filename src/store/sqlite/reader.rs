@@ -105,8 +105,14 @@ pub fn list(conn: &mut Connection, tail: &SharedTail, user: &UserId, q: ListQuer
 
 fn list_in(tx: &Transaction<'_>, user: &UserId, recent: &[NotificationId], q: ListQuery) -> Result<Page, StoreError> {
     let (total, unread_count) = counts(tx, user, recent)?;
-    let offset = u64::from(q.page) * u64::from(q.limit);
-    let limit = u64::from(q.limit);
+    let offset = if q.before.is_some() { 0 } else { u64::from(q.page) * u64::from(q.limit) };
+    // One more than asked says whether another page follows.
+    let limit = u64::from(q.limit) + 1;
+    // With a cursor, only what is older than it.
+    let recent = match q.before {
+        Some(before) => &recent[..recent.partition_point(|id| *id < before)],
+        None => recent,
+    };
     // The unmerged part first (it is the newest): count what qualifies, keep what falls in the page.
     let mut items = Vec::new();
     let mut qualifying = 0u64;
@@ -137,16 +143,22 @@ fn list_in(tx: &Transaction<'_>, user: &UserId, recent: &[NotificationId], q: Li
         let filter = if q.unread_only { " AND n.read_at IS NULL" } else { "" };
         let mut stmt = tx
             .prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM {INBOX} WHERE i.user_id = ?1{filter} ORDER BY i.id DESC LIMIT ?2 OFFSET ?3"
+                "SELECT {COLUMNS} FROM {INBOX} WHERE i.user_id = ?1{filter} AND i.id < ?4 \
+                 ORDER BY i.id DESC LIMIT ?2 OFFSET ?3"
             ))
             .map_err(sql_error)?;
-        let rows = stmt.query_map(params![user.as_str(), rest, sql_offset], schema::from_row).map_err(sql_error)?;
+        // Without a cursor, a bound above every id (ids are 26 characters of Crockford base32, all below 'z').
+        let cursor = q.before.map_or_else(|| "z".to_owned(), |id| id.to_string());
+        let rows =
+            stmt.query_map(params![user.as_str(), rest, sql_offset, cursor], schema::from_row).map_err(sql_error)?;
         for row in rows {
             items.push(row.map_err(sql_error)?);
         }
     }
+    let more = items.len() > q.limit as usize;
+    items.truncate(q.limit as usize);
     let total = if q.unread_only { unread_count } else { total };
-    Ok(Page { items, total, unread_count })
+    Ok(Page { items, total, unread_count, more })
 }
 
 pub fn unread_count(conn: &mut Connection, tail: &SharedTail, user: &UserId) -> Result<u64, StoreError> {

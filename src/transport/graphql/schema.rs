@@ -255,7 +255,7 @@ impl Query {
         if u64::from(page) * u64::from(limit) > MAX_OFFSET {
             return Err(error("invalid_query", format!("page × limit must be at most {MAX_OFFSET}")));
         }
-        let query = ListQuery { page, limit, unread_only: unread };
+        let query = ListQuery { page, limit, unread_only: unread, before: None };
         let result = state(ctx)?.store.list(&user.id, query).await.map_err(store_error)?;
         Ok(NotificationPage {
             items: result.items.iter().map(NotificationItem::from).collect(),

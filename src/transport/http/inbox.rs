@@ -12,7 +12,7 @@ use crate::store::ListQuery;
 
 pub const MAX_LIMIT: u32 = 100;
 /// Deep pages are refused rather than scanned (an offset walks every row before it): past this many rows,
-/// reconnect the WebSocket with `since` instead.
+/// page with the cursor (`before`), or reconnect the WebSocket with `since`.
 pub const MAX_OFFSET: u64 = 10_000;
 
 #[derive(Deserialize)]
@@ -24,33 +24,59 @@ pub struct ListParams {
     limit: Option<u32>,
     #[serde(default)]
     unread: Option<bool>,
+    /// The cursor: the page after the one that ended with this id (`next_before`).
+    #[serde(default)]
+    before: Option<String>,
 }
 
 #[derive(Serialize)]
 struct PageBody {
     items: Vec<Notification>,
-    page: u32,
+    /// Only with offset paging.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    page: Option<u32>,
     limit: u32,
     total: u64,
     unread_count: u64,
+    /// The cursor of the next page (its `before`): the last id of this one, or null when no page follows.
+    next_before: Option<NotificationId>,
 }
 
+/// `GET /api/v1/notifications`: newest first, by cursor (`before`, which does not shift while notifications
+/// arrive) or by offset (`page`, kept for compatibility); not both.
 pub async fn list(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
     Query(params): Query<ListParams>,
 ) -> Result<Response, ApiError> {
-    let page = params.page.unwrap_or(0);
     let limit = params.limit.unwrap_or(10);
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(ApiError::InvalidQuery(format!("limit must be between 1 and {MAX_LIMIT}")));
     }
-    if u64::from(page) * u64::from(limit) > MAX_OFFSET {
-        return Err(ApiError::InvalidQuery(format!("page × limit must be at most {MAX_OFFSET}")));
+    let before = params
+        .before
+        .as_deref()
+        .map(NotificationId::parse)
+        .transpose()
+        .map_err(|_| ApiError::InvalidQuery("before must be a notification id".into()))?;
+    if before.is_some() && params.page.is_some() {
+        return Err(ApiError::InvalidQuery("page and before cannot be combined: use one way of paging".into()));
     }
-    let query = ListQuery { page, limit, unread_only: params.unread.unwrap_or(false) };
+    let page = params.page.unwrap_or(0);
+    if u64::from(page) * u64::from(limit) > MAX_OFFSET {
+        return Err(ApiError::InvalidQuery(format!("page × limit must be at most {MAX_OFFSET}; page with before")));
+    }
+    let query = ListQuery { page, limit, unread_only: params.unread.unwrap_or(false), before };
     let result = state.store.list(&user.id, query).await?;
-    let body = PageBody { items: result.items, page, limit, total: result.total, unread_count: result.unread_count };
+    let next_before = if result.more { result.items.last().map(|n| n.id) } else { None };
+    let body = PageBody {
+        page: before.is_none().then_some(page),
+        limit,
+        total: result.total,
+        unread_count: result.unread_count,
+        next_before,
+        items: result.items,
+    };
     Ok(axum::Json(body).into_response())
 }
 

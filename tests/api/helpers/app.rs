@@ -204,16 +204,19 @@ impl TestApp {
         body
     }
 
-    /// Every notification of `user`, newest first, read page by page with `limit=100`.
+    /// Every notification of `user`, newest first, read page by page with `limit=100`, following the cursor
+    /// (`next_before`) to its end.
     pub async fn whole_inbox(&self, user: &str) -> Vec<Value> {
         let mut all = Vec::new();
-        for page in 0.. {
-            let body = self.inbox(user, &format!("?page={page}&limit=100")).await;
+        let mut query = "?limit=100".to_owned();
+        loop {
+            let body = self.inbox(user, &query).await;
             let items = body["items"].as_array().unwrap_or_else(|| panic!("no items in {body}")).clone();
-            if items.is_empty() {
-                break;
-            }
             all.extend(items);
+            match body["next_before"].as_str() {
+                Some(next) => query = format!("?limit=100&before={next}"),
+                None => break,
+            }
         }
         all
     }
