@@ -22,6 +22,7 @@ enum ServerFrame<'a> {
     Read { ids: &'a [NotificationId] },
     ReadAll,
     Error { code: &'a str, message: &'a str },
+    Close { code: u16, reason: &'a str },
 }
 
 fn encode(frame: &ServerFrame<'_>) -> Bytes {
@@ -52,6 +53,24 @@ pub fn pong() -> Bytes {
 /// Sent just before a close with 4009: this node may have missed some of the user's events (the cluster
 /// broker was away, or one did not arrive in time), so the client must catch up by reconnecting with `since`.
 pub const RESYNC: &str = r#"{"type":"resync"}"#;
+
+/// What a transport without close frames (SSE) sends where a WebSocket would close:
+/// `{"type":"close","code","reason"}` with the WebSocket's close code.
+pub fn close(reason: crate::error::CloseReason) -> Bytes {
+    encode(&ServerFrame::Close { code: reason.code(), reason: reason.reason() })
+}
+
+/// The `type` of a frame this module encoded (every frame is an object whose first field is `type`), for
+/// transports that name each frame (SSE's `event:`); `message` for anything else.
+pub fn frame_type(frame: &[u8]) -> &str {
+    const PREFIX: &[u8] = br#"{"type":""#;
+    frame
+        .strip_prefix(PREFIX)
+        .and_then(|rest| rest.iter().position(|b| *b == b'"').map(|end| &rest[..end]))
+        .and_then(|kind| std::str::from_utf8(kind).ok())
+        .filter(|kind| !kind.is_empty() && kind.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+        .unwrap_or("message")
+}
 
 /// The frame for an inbox event, built once and shared by every connection of the user.
 pub fn event(event: &InboxEvent) -> Bytes {
@@ -178,6 +197,21 @@ mod tests {
         let id = ulid::Ulid::new().to_string();
         let frame = ClientFrame::parse(&format!(r#"{{"type":"mark_read","ids":["{id}"]}}"#)).unwrap();
         assert!(matches!(frame, ClientFrame::MarkRead { ids } if ids.len() == 1));
+    }
+
+    #[test]
+    fn frames_name_their_type() {
+        assert_eq!(frame_type(&pong()), "pong");
+        assert_eq!(frame_type(RESYNC.as_bytes()), "resync");
+        assert_eq!(frame_type(&close(crate::error::CloseReason::SlowConsumer)), "close");
+        assert_eq!(
+            frame_type(&event(&InboxEvent::ReadAll { user_id: UserId::parse("a").unwrap(), seq: None })),
+            "read_all"
+        );
+        // Anything not shaped like Herald's frames is a plain message, never a line break in an SSE field.
+        assert_eq!(frame_type(br#"{"kind":"x"}"#), "message");
+        assert_eq!(frame_type(b"{\"type\":\"a\nevent: b\"}"), "message");
+        assert_eq!(frame_type(br#"{"type":""}"#), "message");
     }
 
     #[test]

@@ -1,5 +1,8 @@
-//! Transports: how clients reach Herald. HTTP (REST and the publish API's routes) and WebSocket.
+//! Transports: how clients reach Herald. HTTP (REST and the publish API's routes), WebSocket, Server-Sent
+//! Events, GraphQL; `live` is what the live ones share.
 
 pub mod graphql;
 pub mod http;
+pub mod live;
+pub mod sse;
 pub mod ws;

@@ -24,6 +24,7 @@ mod read_sync;
 mod reconnect;
 mod rest;
 mod slow_consumer;
+mod sse;
 mod storage;
 mod topics;
 mod websocket_protocol;

@@ -62,6 +62,7 @@ async fn the_openapi_document_describes_the_rest_api() {
         "/api/v1/topics/{topic}",
         "/ws/topics/{topic}",
         "/api/v1/correlations",
+        "/api/v1/stream",
         "/graphql",
     ] {
         assert!(paths.contains_key(path), "{path} is not documented; paths: {:?}", paths.keys());

@@ -35,6 +35,7 @@ pub fn routes(state: AppState) -> Router {
         .route("/api/v1/topics/{topic}", get(topics::get_state))
         .route("/api/v1/correlations", post(ingest::correlations::correlate))
         .route("/graphql", post(super::graphql::post).get(super::graphql::get))
+        .route("/api/v1/stream", get(super::sse::stream))
         .route("/ws", get(super::ws::upgrade))
         .route("/ws/topics/{topic}", get(super::ws::topic_socket::upgrade));
     let router = aliases(router, &state);

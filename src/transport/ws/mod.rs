@@ -6,7 +6,6 @@
 mod session;
 mod socket;
 pub mod topic_socket;
-mod watching;
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::WebSocketUpgrade;
@@ -18,7 +17,8 @@ use serde::Deserialize;
 use crate::domain::NotificationId;
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::transport::http::extract::{bearer, Query};
+use crate::transport::http::extract::Query;
+use crate::transport::live;
 
 #[derive(Deserialize)]
 pub struct WsParams {
@@ -36,15 +36,7 @@ pub async fn upgrade(
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    let token = params
-        .token
-        .as_deref()
-        .or_else(|| bearer(&headers))
-        .ok_or(ApiError::Unauthorized("a token is required: /ws?token=JWT"))?;
-    if state.auth.is_api_key(token) {
-        return Err(ApiError::Forbidden("a publisher key cannot open a user's connection"));
-    }
-    let user = state.auth.user(token).map_err(|_| ApiError::Unauthorized("the token is invalid or expired"))?;
+    let user = live::user_of(&state, params.token.as_deref(), &headers, "a token is required: /ws?token=JWT")?;
     let since = params
         .since
         .as_deref()
@@ -53,16 +45,8 @@ pub async fn upgrade(
         .map_err(|_| ApiError::InvalidQuery("since must be a notification id".into()))?;
     let upgrade =
         upgrade.map_err(|e| ApiError::invalid_request(format!("not a WebSocket upgrade: {}", e.body_text())))?;
-    // Checked before the upgrade, so a user over the limit gets an HTTP answer; upgrades racing each other
-    // can overshoot it by the few in flight.
-    let held = state.hub.registry.connections_of(&user.id);
-    if held >= state.ws.max_connections_per_user {
-        return Err(ApiError::TooManyConnections(held));
-    }
-    let Some(permit) = state.hub.capacity.try_acquire() else {
-        crate::telemetry::metrics().connections_refused.increment(1);
-        return Err(ApiError::AtCapacity);
-    };
+    // Checked before the upgrade, so a user over a limit gets an HTTP answer.
+    let permit = live::place_for(&state, &user)?;
     let ws = state.ws.clone();
     let tracked = state.connections.token();
     let response = upgrade

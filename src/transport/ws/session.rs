@@ -14,22 +14,17 @@ use tokio::time::{interval_at, MissedTickBehavior};
 use tracing::Instrument;
 
 use super::socket::{read_failed, Flow, CLOSE_TIMEOUT};
-use super::watching::{recovery_frames, Style, Watching};
 use crate::auth::User;
 use crate::domain::NotificationId;
 use crate::error::{CloseReason, FrameError, TopicError};
 use crate::hub::{Encoding, Permit, Registration, Sink};
 use crate::protocol::{self, ClientFrame};
 use crate::state::AppState;
-use crate::store::Since;
 use crate::topics::namespace::MAX_HISTORY_EVENTS;
 use crate::topics::TopicName;
+use crate::transport::live::{self, recovery_frames, Style, Watching};
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
-/// The newest unread notifications sent on a connect without `since`.
-const UNREAD_BACKLOG: u32 = 100;
-/// The most notifications sent on a connect with `since`; `more: true` says to page the rest over REST.
-const SINCE_BACKLOG: u32 = 1000;
 /// Everything one connection owns. It is built before the first await and moved into the connection's
 /// future exactly once: an async fn that moved large values across awaits would keep a slot for each copy,
 /// and this future is what every idle connection holds.
@@ -106,14 +101,7 @@ impl Session {
         }
         let backlogs = self.state.backlogs.clone();
         let _turn = backlogs.acquire_owned().await.map_err(|_| Flow::Close(CloseReason::GoingAway))?;
-        let from = match since {
-            Some(id) => Since::After { id, limit: SINCE_BACKLOG },
-            None => Since::Unread { limit: UNREAD_BACKLOG },
-        };
-        let snapshot = self.state.store.snapshot(&self.user.id, from).await.map_err(|e| {
-            tracing::error!(error = %e, "could not read the backlog");
-            Flow::Close(CloseReason::Internal)
-        })?;
+        let snapshot = live::backlog(&self.state, &self.user, since).await.map_err(Flow::Close)?;
         let (items, more) = (snapshot.items, snapshot.more);
         self.high_water = snapshot.high_water.max(since);
         let connection_id = self.registration.connection().id.to_string();
@@ -159,20 +147,7 @@ impl Session {
         }
         // Drop what the backlog already sent (or skipped on purpose); the rest goes out in order.
         let mut frames = frames;
-        let mut delivered = Vec::new();
-        let watching = &mut self.watching;
-        frames.retain(|frame| match frame.notification {
-            _ if frame.topic.is_some() => {
-                frame.topic.as_ref().is_some_and(|mark| watching.as_mut().is_some_and(|w| w.admit(mark)))
-            }
-            Some(id) if self.high_water.is_some_and(|seen| id <= seen) => false,
-            Some(id) => {
-                self.high_water = Some(id);
-                delivered.push(id);
-                true
-            }
-            None => true,
-        });
+        let delivered = live::admit(&mut frames, &mut self.high_water, &mut self.watching);
         if frames.is_empty() {
             return Flow::Continue;
         }

@@ -12,6 +12,7 @@ use futures_util::SinkExt;
 
 use crate::error::CloseReason;
 use crate::hub::{Frame, Outbox};
+use crate::transport::live::record_written;
 
 /// How long a write may take before the client is considered gone.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -25,7 +26,7 @@ pub enum Flow {
     End,
 }
 
-/// Writes frames as one batch (and counts them, see [`record_written`]): fed into the socket's write buffer and flushed once, so a burst becomes a
+/// Writes frames as one batch (and counts them): fed into the socket's write buffer and flushed once, so a burst becomes a
 /// few large writes. A write that does not finish at once is raced against the outbox closing (so a slow
 /// consumer is cut off even while its socket is full) and bounded by [`WRITE_TIMEOUT`]; one that does (the
 /// usual case) arms no timer, which a profile of a 10,000-subscriber broadcast showed to matter.
@@ -54,16 +55,6 @@ pub async fn write_batch(socket: &mut WebSocket, frames: &VecDeque<Frame>, outbo
             Flow::Continue
         }
         Err(_) => Flow::End,
-    }
-}
-
-/// Records what a written batch says about delivery latency and counts its frames: one latency sample per
-/// batch (its oldest frame's), so the metric costs one clock read per write, not one per frame.
-fn record_written(frames: &VecDeque<Frame>) {
-    let m = crate::telemetry::metrics();
-    m.frames_sent.increment(frames.len() as u64);
-    if let Some(at) = frames.iter().find_map(|f| f.received_at) {
-        m.publish_to_push.record(at.elapsed().as_secs_f64());
     }
 }
 

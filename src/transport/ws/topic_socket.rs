@@ -21,7 +21,6 @@ use tokio_util::task::task_tracker::TaskTrackerToken;
 use tracing::Instrument;
 
 use super::socket::{read_failed, Flow, CLOSE_TIMEOUT};
-use super::watching::{recovery_frames, Style};
 use crate::auth::User;
 use crate::config::topics::RouteAlias;
 use crate::error::{ApiError, CloseReason, FrameError};
@@ -32,6 +31,7 @@ use crate::state::AppState;
 use crate::topics::namespace::MAX_HISTORY_EVENTS;
 use crate::topics::TopicName;
 use crate::transport::http::extract::{bearer, Query};
+use crate::transport::live::{recovery_frames, Style};
 
 #[derive(Deserialize)]
 pub struct TopicParams {

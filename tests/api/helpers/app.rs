@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use tempfile::TempDir;
 
 use super::process::{Server, Settings};
-use super::{auth, status_and_json, wait_until, Metrics, WsClient, WAIT};
+use super::{auth, status_and_json, wait_until, Metrics, SseClient, WsClient, WAIT};
 
 /// A running Herald server owned by one test, with its own data dir; the process is killed when the
 /// `TestApp` is dropped, and its logs are printed if the test failed.
@@ -273,6 +273,33 @@ impl TestApp {
                 super::assert_error(&body, code);
             }
         }
+    }
+
+    // ---- Server-Sent Events --------------------------------------------------------------------------
+
+    /// Opens `/api/v1/stream{query}` with the given headers; `Err` carries the status and JSON body of a refusal.
+    pub async fn try_connect_sse(&self, query: &str, headers: &[(&str, &str)]) -> Result<SseClient, (u16, Value)> {
+        // A client of its own: the shared one's 30 s limit on a whole request would cut a stream.
+        let client = reqwest::Client::builder().no_proxy().build().expect("build the HTTP client");
+        let mut request = client.get(self.url(&format!("/api/v1/stream{query}")));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = self.send(request).await;
+        if response.status().as_u16() == 200 {
+            return Ok(SseClient::new(response));
+        }
+        Err(super::status_and_json(response).await)
+    }
+
+    /// Opens `user`'s event stream (`?token=…` and `extra`, e.g. `&since=ID`) and reads `hello` and the
+    /// backlog; returns them with the client.
+    pub async fn connect_sse(&self, user: &str, extra: &str) -> (SseClient, Value, Value) {
+        let query = format!("?token={}{extra}", self.token(user));
+        let mut client = self.try_connect_sse(&query, &[]).await.unwrap_or_else(|e| panic!("open the stream: {e:?}"));
+        let hello = client.expect("hello").await.data;
+        let backlog = client.expect("notifications").await.data;
+        (client, hello, backlog)
     }
 
     /// Connects `user` over a socket with a 4 KiB receive buffer, to play a client that falls behind.

@@ -8,6 +8,7 @@ mod auth;
 mod metrics;
 pub mod postgres;
 mod process;
+mod sse;
 mod wait;
 mod ws;
 
@@ -15,6 +16,7 @@ pub use app::TestApp;
 pub use auth::{alg_none_token, claims_for, decode_unverified, now, sign, token_with_secret};
 pub use metrics::Metrics;
 pub use process::{run_herald, Settings, API_KEY, JWT_SECRET};
+pub use sse::SseClient;
 pub use wait::{wait_until, WAIT};
 pub use ws::WsClient;
 
