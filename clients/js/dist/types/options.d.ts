@@ -1,0 +1,75 @@
+/** The client's options, their defaults, and the browser APIs it uses (all injectable, for tests). */
+import type { FetchLike } from './rest.js';
+import type { ChannelConstructor, LocksLike } from './tabs/browser.js';
+import { type Timers } from './timers.js';
+import type { TransportKind } from './transports/transport.js';
+import type { WebSocketConstructor } from './transports/websocket.js';
+export interface ClientOptions {
+    /** The server: `https://herald.example.com`, with a path prefix if it has one, or relative to the page. */
+    url: string;
+    /** A user JWT. Called for each connection attempt and REST call, so it may refresh; may be async. */
+    getToken: () => string | Promise<string>;
+    /** The fallback chain, best first. Default `['websocket', 'sse', 'poll']`. */
+    transports?: readonly TransportKind[];
+    /** One connection for all tabs of this browser (default true); false: one per tab. */
+    shareConnection?: boolean;
+    /** Backoff: the first retry waits up to this (default 500 ms), doubling per retry … */
+    backoffBaseMs?: number;
+    /** … up to this (default 30 s). Also how often a better transport is retried while on a worse one. */
+    backoffCapMs?: number;
+    /** Failed tries in a row before the next transport of the chain (default 3). */
+    fallbackAfter?: number;
+    /** How long a connection must stay open to reset the backoff and the failure count (default 10 s). */
+    stableAfterMs?: number;
+    /** How often a better transport is retried while on a worse one (default: `backoffCapMs`). */
+    probeAfterMs?: number;
+    /** REST polling interval, the last resort (default 5 s). */
+    pollIntervalMs?: number;
+    /** Notifications per request while polling (default 20, at most 100). */
+    pollPageSize?: number;
+    /** WebSocket ping interval (default 25 s). */
+    heartbeatMs?: number;
+    /** Silence after which a WebSocket or stream counts as dead (default 70 s). */
+    idleTimeoutMs?: number;
+    /** Notification ids remembered to drop duplicates (default 1000). */
+    dedupeSize?: number;
+    /** How long a tab waits for the leader tab to answer before doing a request itself (default 5 s). */
+    requestTimeoutMs?: number;
+    /** Browser APIs, for tests and unusual hosts; each defaults to the global one. */
+    environment?: Partial<Environment>;
+}
+export interface Environment {
+    WebSocket: WebSocketConstructor | undefined;
+    fetch: FetchLike;
+    BroadcastChannel: ChannelConstructor | undefined;
+    locks: LocksLike | undefined;
+    timers: Timers;
+    random: () => number;
+    /** Where the browser's `online` event fires (the window), to reconnect at once. */
+    onlineEvents: OnlineEvents | undefined;
+    /** This tab's id among the tabs sharing a connection. */
+    tabId: string;
+}
+export interface OnlineEvents {
+    addEventListener(type: 'online', listener: () => void): void;
+    removeEventListener(type: 'online', listener: () => void): void;
+}
+export interface Settings {
+    url: string;
+    getToken: () => Promise<string>;
+    transports: readonly TransportKind[];
+    shareConnection: boolean;
+    backoffBaseMs: number;
+    backoffCapMs: number;
+    fallbackAfter: number;
+    stableAfterMs: number;
+    probeAfterMs: number;
+    pollIntervalMs: number;
+    pollPageSize: number;
+    heartbeatMs: number;
+    idleTimeoutMs: number;
+    dedupeSize: number;
+    requestTimeoutMs: number;
+    environment: Environment;
+}
+export declare function settings(options: ClientOptions): Settings;
