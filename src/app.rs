@@ -185,6 +185,7 @@ impl Application {
             stopping: CancellationToken::new(),
             connections: TaskTracker::new(),
             backlogs: Arc::new(tokio::sync::Semaphore::new(BACKLOGS_AT_ONCE)),
+            dev_tokens: settings.auth.jwt_generated && settings.listen.ip().is_loopback(),
         });
         Ok(Self { listener, state, pumps: [pump, topic_pump], settings })
     }

@@ -198,6 +198,7 @@ mod tests {
             issuer: None,
             audience: None,
             api_keys: vec![Secret::new("publisher-key-0123456789")],
+            jwt_generated: false,
         })
         .unwrap()
     }
@@ -236,6 +237,7 @@ mod tests {
             issuer: None,
             audience: audience.map(str::to_owned),
             api_keys: vec![],
+            jwt_generated: false,
         })
         .unwrap();
         let key = EncodingKey::from_secret(secret.as_bytes());

@@ -60,6 +60,9 @@ pub struct Shared {
     /// Backlogs being read or sent at once. Each can hold up to `store::BACKLOG_BYTES` twice (rows, then the
     /// encoded frame), so a reconnect storm waits here instead of growing memory.
     pub backlogs: Arc<tokio::sync::Semaphore>,
+    /// The web inbox may mint development tokens: the JWT secret was generated here and the server listens
+    /// on loopback only (see `transport::web`).
+    pub dev_tokens: bool,
 }
 
 impl Shared {

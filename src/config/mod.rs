@@ -261,6 +261,9 @@ pub struct AuthSettings {
     pub audience: Option<String>,
     /// Empty until the generated default is loaded from the data dir.
     pub api_keys: Vec<Secret>,
+    /// The JWT secret is the one generated in the data dir (nobody configured one): with a loopback listen
+    /// address, the web inbox may mint development tokens.
+    pub jwt_generated: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -430,6 +433,7 @@ impl Settings {
                 issuer: layer.jwt_issuer,
                 audience: layer.jwt_audience,
                 api_keys: api_keys.into_iter().map(Secret::new).collect(),
+                jwt_generated: false,
             },
             log_format,
             log_filter: layer.log.unwrap_or_else(|| "info".to_owned()),
@@ -468,6 +472,7 @@ impl Settings {
         if self.auth.jwt_key.is_none() {
             let stored = load_or_generate(&self.data_dir, "jwt_secret")?;
             self.auth.jwt_key = Some(JwtKey::Hs256(stored.secret.clone()));
+            self.auth.jwt_generated = true;
             used.push(stored);
         }
         if self.auth.api_keys.is_empty() {

@@ -92,7 +92,7 @@ fn default_routes() -> Vec<RouteLayer> {
     }]
 }
 
-const RESERVED_PREFIXES: &[&str] = &["/api/v1", "/ws", "/health", "/metrics", "/graphql"];
+const RESERVED_PREFIXES: &[&str] = &["/", "/inbox", "/api/v1", "/ws", "/health", "/metrics", "/graphql"];
 
 fn check_path(path: &str) -> Result<(), ConfigError> {
     let ok = path.starts_with('/')

@@ -1,8 +1,9 @@
 //! Transports: how clients reach Herald. HTTP (REST and the publish API's routes), WebSocket, Server-Sent
-//! Events, GraphQL; `live` is what the live ones share.
+//! Events, GraphQL, and the web inbox page (`web`); `live` is what the live ones share.
 
 pub mod graphql;
 pub mod http;
 pub mod live;
 pub mod sse;
+pub mod web;
 pub mod ws;

@@ -27,4 +27,5 @@ mod slow_consumer;
 mod sse;
 mod storage;
 mod topics;
+mod web;
 mod websocket_protocol;

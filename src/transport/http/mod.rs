@@ -36,6 +36,10 @@ pub fn routes(state: AppState) -> Router {
         .route("/api/v1/correlations", post(ingest::correlations::correlate))
         .route("/graphql", post(super::graphql::post).get(super::graphql::get))
         .route("/api/v1/stream", get(super::sse::stream))
+        .route("/api/v1/dev/token", get(super::web::dev_token_enabled).post(super::web::dev_token))
+        .route("/", get(super::web::index))
+        .route("/inbox/inbox.js", get(super::web::script))
+        .route("/inbox/inbox.css", get(super::web::style))
         .route("/ws", get(super::ws::upgrade))
         .route("/ws/topics/{topic}", get(super::ws::topic_socket::upgrade));
     let router = aliases(router, &state);
