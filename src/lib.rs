@@ -2,7 +2,8 @@
 //!
 //! See ARCHITECTURE.md for the map. In one line: producers publish through [`ingest`], the [`store`]
 //! commits and emits events, the [`broker`] carries them to the [`hub`] of every node, and the
-//! [`transport`]s write them to each live connection of the user.
+//! [`transport`]s write them to each live connection of the user. The [`workers`] deliver by other channels
+//! (email).
 
 pub mod app;
 pub mod auth;
@@ -21,3 +22,4 @@ pub mod store;
 pub mod telemetry;
 pub mod topics;
 pub mod transport;
+pub mod workers;

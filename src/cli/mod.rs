@@ -35,6 +35,37 @@ enum Command {
     /// Bring the database's schema up to this build's (serve does it at start too); refuses a schema that a
     /// newer Herald has migrated.
     Migrate(MigrateArgs),
+    /// The email types: list them with their variables, or render one to stdout.
+    Email(EmailArgs),
+}
+
+#[derive(Args)]
+struct EmailArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    #[command(subcommand)]
+    action: EmailAction,
+}
+
+#[derive(Subcommand)]
+enum EmailAction {
+    /// List the email types (built in, and those of HERALD_EMAIL_TEMPLATES) with their required variables.
+    Types,
+    /// Render one email to stdout: its subject and both parts, or only one of them.
+    Preview {
+        /// The email type, e.g. create-account.
+        #[arg(long = "type", value_name = "TYPE")]
+        kind: String,
+        /// The variables, a JSON object, e.g. '{"email":"ana@example.com","otpCode":"123456"}'.
+        #[arg(long, default_value = "{}")]
+        data: String,
+        /// Only the HTML part.
+        #[arg(long, conflicts_with = "text")]
+        html: bool,
+        /// Only the plain-text part.
+        #[arg(long)]
+        text: bool,
+    },
 }
 
 #[derive(Args)]
@@ -151,7 +182,41 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Migrate(args) => migrate(args).await,
+        Command::Email(args) => email(args),
     }
+}
+
+fn email(args: EmailArgs) -> anyhow::Result<()> {
+    use crate::workers::email::{Catalog, Origin};
+    let settings = settings(&args.config, Layer::default())?;
+    let catalog = Catalog::load(settings.email_templates.as_deref())?;
+    match args.action {
+        EmailAction::Types => {
+            for ty in catalog.types() {
+                let origin = match &ty.origin {
+                    Origin::BuiltIn => "built in".to_owned(),
+                    Origin::Overridden(dir) => format!("built in, overridden from {}", dir.display()),
+                    Origin::Directory(dir) => format!("from {}", dir.display()),
+                };
+                println!("{:<26} requires {:<20} ({origin})", ty.name, ty.required.join(", "));
+            }
+        }
+        EmailAction::Preview { kind, data, html, text } => {
+            let data: serde_json::Value = serde_json::from_str(&data).context("--data must be a JSON object")?;
+            let email = catalog.render(&kind, &data)?;
+            if html {
+                print!("{}", email.html);
+            } else if text {
+                print!("{}", email.text);
+            } else {
+                println!(
+                    "Subject: {}\n\n--- text/plain ---\n{}\n--- text/html ---\n{}",
+                    email.subject, email.text, email.html
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {

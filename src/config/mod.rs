@@ -70,6 +70,7 @@ pub struct Layer {
     pub correlation_database_url: Option<String>,
     pub correlation_query: Option<String>,
     pub correlation_namespace: Option<String>,
+    pub email_templates: Option<PathBuf>,
     pub amqp: Option<amqp::AmqpLayer>,
     pub topics: Option<topics::TopicsLayer>,
 }
@@ -112,6 +113,7 @@ const VARIABLES: &[(&str, &str)] = &[
     ("correlation_database_url", "HERALD_CORRELATION_DATABASE_URL"),
     ("correlation_query", "HERALD_CORRELATION_QUERY"),
     ("correlation_namespace", "HERALD_CORRELATION_NAMESPACE"),
+    ("email_templates", "HERALD_EMAIL_TEMPLATES"),
     ("amqp.url", "HERALD_AMQP_URL"),
 ];
 
@@ -188,6 +190,7 @@ impl Layer {
             "correlation_database_url" => self.correlation_database_url = text,
             "correlation_query" => self.correlation_query = text,
             "correlation_namespace" => self.correlation_namespace = text,
+            "email_templates" => self.email_templates = Some(PathBuf::from(value)),
             "amqp.url" => self.amqp.get_or_insert_with(Default::default).url = text,
             _ => return Err(invalid(key, "not a configuration key")),
         }
@@ -226,6 +229,7 @@ impl Layer {
             correlation_database_url: self.correlation_database_url.or(lower.correlation_database_url),
             correlation_query: self.correlation_query.or(lower.correlation_query),
             correlation_namespace: self.correlation_namespace.or(lower.correlation_namespace),
+            email_templates: self.email_templates.or(lower.email_templates),
             amqp: match (self.amqp, lower.amqp) {
                 (Some(upper), Some(lower)) => Some(amqp::AmqpLayer {
                     url: upper.url.or(lower.url),
@@ -327,6 +331,8 @@ pub struct Settings {
     pub topics: TopicSettings,
     /// How chain events find their intent: registered correlations, and optionally a PostgreSQL lookup.
     pub correlation: CorrelationSettings,
+    /// A directory whose email templates override and extend the built-in ones.
+    pub email_templates: Option<PathBuf>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8004";
@@ -459,6 +465,7 @@ impl Settings {
             amqp,
             topics,
             correlation,
+            email_templates: layer.email_templates,
         })
     }
 

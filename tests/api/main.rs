@@ -11,6 +11,7 @@ mod bad_input;
 mod chain;
 mod cluster;
 mod config;
+mod email;
 mod fanout;
 mod graphql;
 mod idempotency;
