@@ -2,10 +2,11 @@
 //! must carry for it.
 //!
 //! Seven types are built in (the social platform's: account creation, welcome, and five verification
-//! codes), their templates compiled into the binary. A templates directory (`HERALD_EMAIL_TEMPLATES`)
-//! overrides them and adds types without a rebuild: for a type `T`, `T.html`, `T.txt` and `T.toml`
-//! (`subject = "…"`, `required = ["…"]`). An override may replace any of the three; a new type needs all
-//! three.
+//! codes), their templates compiled into the binary; their HTML parts extend one `layout.html` (the frame,
+//! with `content` and `footer` blocks). A templates directory (`HERALD_EMAIL_TEMPLATES`) overrides them and
+//! adds types without a rebuild: for a type `T`, `T.html`, `T.txt` and `T.toml` (`subject = "…"`,
+//! `required = ["…"]`), and `layout.html` for the frame. An override may replace any of the three; a new
+//! type needs all three.
 //!
 //! HTML is auto-escaped (a variable holding `<script>` arrives as text); the plain-text part and the subject
 //! are not, and the subject is folded onto one line, so no variable can add a header. A template that names
@@ -38,6 +39,10 @@ macro_rules! built_in {
         }
     };
 }
+
+/// The frame every built-in HTML part extends (`{% extends "layout.html" %}`).
+const LAYOUT: &str = include_str!("templates/layout.html");
+const LAYOUT_NAME: &str = "layout.html";
 
 const BUILT_IN: &[BuiltIn] = &[
     built_in!("create-account", "Verify your email to finish creating your account", ["email", "otpCode"]),
@@ -128,9 +133,16 @@ impl Catalog {
                 [Some(b.subject.to_owned()), Some(b.html.to_owned()), Some(b.text.to_owned())],
             );
         }
+        let mut layout = (LAYOUT.to_owned(), PathBuf::from("(built in)"));
         if let Some(dir) = dir {
             load_dir(dir, &mut types, &mut sources)?;
+            let path = dir.join(LAYOUT_NAME);
+            if path.is_file() {
+                layout = (read_template(&path)?, path);
+            }
         }
+        env.add_template_owned(LAYOUT_NAME, layout.0)
+            .map_err(|e| TemplateError::Load { path: layout.1, message: format!("{LAYOUT_NAME}: {e}") })?;
         for (name, [subject, html, text]) in sources {
             let path = match &types[&name].origin {
                 Origin::BuiltIn => PathBuf::from("(built in)"),
@@ -192,6 +204,16 @@ fn one_line(subject: &str) -> String {
     subject.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// Reads one template file, bounded in size.
+fn read_template(path: &Path) -> Result<String, TemplateError> {
+    let fail = |message: String| TemplateError::Load { path: path.to_owned(), message };
+    let size = std::fs::metadata(path).map_err(|e| fail(e.to_string()))?.len();
+    if size > MAX_TEMPLATE_BYTES {
+        return Err(fail(format!("larger than {MAX_TEMPLATE_BYTES} bytes")));
+    }
+    std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))
+}
+
 /// Reads `dir`'s `T.toml`, `T.html` and `T.txt` files over the built-in sources.
 fn load_dir(
     dir: &Path,
@@ -215,14 +237,13 @@ fn load_dir(
             "txt" => 2,
             _ => continue,
         };
+        if path.file_name().and_then(|n| n.to_str()) == Some(LAYOUT_NAME) {
+            continue;
+        }
         if stem.is_empty() || !stem.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
             return Err(fail(&path, "a type's name is letters, digits, - and _".into()));
         }
-        let size = std::fs::metadata(&path).map_err(|e| fail(&path, e.to_string()))?.len();
-        if size > MAX_TEMPLATE_BYTES {
-            return Err(fail(&path, format!("larger than {MAX_TEMPLATE_BYTES} bytes")));
-        }
-        let content = std::fs::read_to_string(&path).map_err(|e| fail(&path, e.to_string()))?;
+        let content = read_template(&path)?;
         let ty = types.entry(stem.to_owned()).or_insert_with(|| EmailType {
             name: stem.to_owned(),
             required: Vec::new(),
@@ -318,6 +339,16 @@ mod tests {
         assert!(matches!(failed, TemplateError::Render { part: "html", .. }), "{failed}");
         let invoice = catalog.render("invoice", &json!({"number": 7, "customer": "Ana"})).unwrap();
         assert_eq!((invoice.subject.as_str(), invoice.text.as_str()), ("Invoice 7", "Invoice 7"));
+        // The frame of every built-in HTML part, replaced once.
+        write(
+            "layout.html",
+            "<main>{% block content %}{% endblock %}</main><footer>{% block footer %}ours{% endblock %}</footer>",
+        );
+        let framed = Catalog::load(Some(dir.path())).unwrap();
+        let code = framed.render("create-account", &json!({"email": "a@e.com", "otpCode": "1"})).unwrap();
+        assert!(code.html.starts_with("<main>") && code.html.ends_with("<footer>ours</footer>"), "{}", code.html);
+        let welcome = framed.render("welcome-message", &json!({"email": "a@e.com", "name": "Ana"})).unwrap();
+        assert!(welcome.html.ends_with("<footer></footer>"), "welcome has no footer: {}", welcome.html);
 
         // A new type without all its parts, or a template that does not parse, stops the load with a reason.
         write("broken.html", "{% if %}");
