@@ -62,6 +62,7 @@ on_each_broker!(
     two_nodes_publishing_to_one_user_at_once_keep_the_users_order_on_a_third,
     with_the_broker_down_each_node_serves_its_own_and_a_client_following_the_protocol_loses_nothing,
     a_topics_events_appended_on_two_nodes_at_once_reach_its_watchers_on_every_node_once_each_in_order,
+    an_event_stream_on_one_node_gets_what_other_nodes_commit,
 );
 
 struct Cluster {
@@ -161,6 +162,29 @@ async fn a_notification_published_on_one_node_reaches_tabs_on_the_others_once_ea
     })
     .await;
     assert_eq!(presence(&c.nodes[1], &alice).await["online"], false);
+}
+
+/// SSE is a connection like a socket: a stream on node 3 gets, once each and in order with their ids, the
+/// notifications published on node 2 and the read made on node 1, and presence counts it.
+async fn an_event_stream_on_one_node_gets_what_other_nodes_commit(backend: Backend) {
+    let c = cluster(3, backend).await;
+    let alice = user();
+    let mut tab1 = c.nodes[0].connect_ws(&alice).await;
+    let (mut stream, _, _) = c.nodes[2].connect_sse(&alice, "").await;
+    let p = presence(&c.nodes[1], &alice).await;
+    assert_eq!((&p["connections"], &p["nodes"]), (&json!(2), &json!(3)), "{p}");
+
+    let published = c.nodes[1].notify_many(&alice, "n", 10).await;
+    let mut got = Vec::new();
+    for _ in 0..10 {
+        let event = stream.expect("notification").await;
+        assert_eq!(event.id.as_deref(), event.data["data"]["id"].as_str());
+        got.push(event.id.unwrap());
+    }
+    assert_eq!(got, published.iter().map(|n| id(n).to_owned()).collect::<Vec<_>>());
+    assert_eq!(tab1.next_notifications(10).await.len(), 10);
+    tab1.send_json(&json!({"type": "mark_read", "ids": [got[3]]})).await;
+    assert_eq!(stream.expect("read").await.data["ids"], json!([got[3]]));
 }
 
 async fn two_nodes_publishing_to_one_user_at_once_keep_the_users_order_on_a_third(backend: Backend) {
