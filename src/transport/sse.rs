@@ -16,6 +16,7 @@
 //! `Last-Event-ID`), so a stalled reader holds nothing of the hub's.
 
 use std::convert::Infallible;
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -278,9 +279,8 @@ impl Session {
 /// JSON text holds no raw line breaks).
 fn event(chunk: &mut BytesMut, frame: &[u8], id: Option<NotificationId>) {
     if let Some(id) = id {
-        chunk.put_slice(b"id: ");
-        chunk.put_slice(id.to_string().as_bytes());
-        chunk.put_u8(b'\n');
+        // Written in place (BytesMut is a fmt::Write): no string per event and connection.
+        let _ = writeln!(chunk, "id: {id}");
     }
     chunk.put_slice(b"event: ");
     chunk.put_slice(protocol::frame_type(frame).as_bytes());

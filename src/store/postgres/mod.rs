@@ -2,6 +2,7 @@
 //!
 //! - `schema`: the tables, their versioned migrations, rows to notifications.
 //! - `writer`: this node's writer task; group commit, and the per-user lock that orders ids across nodes.
+//! - `creates`: new rows as `unnest` arrays, and the one-statement path for a group of creates only.
 //! - `reader`: pages, counts and snapshots, straight from the pool.
 //! - `topics`: the topic store ([`PgTopics`]), with a writer of its own and the per-topic lock that orders
 //!   each topic's events across nodes.
@@ -17,6 +18,7 @@ mod topics;
 
 pub use schema::latest_version;
 pub use topics::PgTopics;
+mod creates;
 mod writer;
 
 use std::str::FromStr;

@@ -54,6 +54,8 @@ const BUILT_IN: &[BuiltIn] = &[
     built_in!("new-email-change-verify", "Confirm your new email address", ["email", "otpCode"]),
 ];
 
+/// Why an email cannot be rendered. Every one is the request's or the template's fault, so sending it again
+/// can never succeed: such a request goes to the dead-letter queue at once.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TemplateError {
     #[error("unknown email type {0:?}")]
@@ -66,14 +68,6 @@ pub enum TemplateError {
     Render { kind: String, part: &'static str, message: String },
     #[error("email templates in {path}: {message}")]
     Load { path: PathBuf, message: String },
-}
-
-impl TemplateError {
-    /// Whether sending it again could ever succeed: never for these (they are the request's or the
-    /// template's fault), so they go to the dead-letter queue at once.
-    pub fn is_permanent(&self) -> bool {
-        true
-    }
 }
 
 /// Where a type's templates come from.
@@ -308,7 +302,6 @@ mod tests {
             TemplateError::MissingVariable { kind: "create-account".into(), variable: "otpCode".into() }
         );
         assert!(matches!(catalog.render("welcome-message", &json!(["a"])), Err(TemplateError::NotAnObject { .. })));
-        assert!(missing.is_permanent());
     }
 
     #[test]
