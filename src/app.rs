@@ -139,6 +139,10 @@ impl Application {
         let topic_pump =
             tokio::spawn(broker::topic_pump(topic_feed_rx, broker.clone(), mirror.clone(), namespaces.clone()));
 
+        let email = match &settings.smtp {
+            None => None,
+            Some(smtp) => Some(Arc::new(start_email(&settings, smtp).await?)),
+        };
         let auth = Authenticator::new(&settings.auth).context("setting up token verification")?;
         let listener = bind(settings.listen).with_context(|| format!("binding {}", settings.listen))?;
         // After the bind: a start that fails must not have consumed (and acked) anything.
@@ -165,6 +169,7 @@ impl Application {
                     topics: topics.clone(),
                     namespaces: namespaces.clone(),
                     finder: Arc::new(finder),
+                    email: email.clone(),
                 };
                 Some(Arc::new(Consumers::start(amqp, &sinks)))
             }
@@ -177,6 +182,7 @@ impl Application {
             hub,
             broker,
             amqp,
+            email,
             mirror,
             auth: Arc::new(auth),
             ws: Arc::new(settings.ws.clone()),
@@ -198,6 +204,7 @@ impl Application {
     /// 1. stop accepting, and let in-flight HTTP requests (and so their commits) finish;
     /// 2. close every live connection with 1001 "going away" and wait for their tasks;
     /// 3. stop the AMQP consumers (each settles the group it holds; the rest stays queued in the broker);
+    ///    then the email sender (the sends under way finish, bounded; the rest wait in the outbox);
     /// 4. let the store finish every accepted write, then stop the fanout;
     /// 5. give the Redis mirror a bounded time to write the statuses still pending.
     pub async fn run_until_stopped(
@@ -211,6 +218,7 @@ impl Application {
         let topics = state.topics.clone();
         let connections = state.connections.clone();
         let amqp = state.amqp.clone();
+        let email = state.email.clone();
         let mirror = state.mirror.clone();
         let broker = state.broker.clone();
 
@@ -251,6 +259,10 @@ impl Application {
         if let Some(amqp) = &amqp {
             amqp.stop(settings.shutdown_timeout).await;
         }
+        // Nothing submits emails any more: let the sends under way finish (bounded), then close the outbox.
+        if let Some(email) = &email {
+            email.shutdown(settings.shutdown_timeout).await;
+        }
         store.shutdown().await;
         topics.shutdown().await;
         // The writers have stopped and dropped the feeds' senders, so the pumps end once they have sent the
@@ -267,4 +279,36 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Opens the email outbox (beside the inbox: its own SQLite file, or the same PostgreSQL database), loads the
+/// templates and starts the sender.
+async fn start_email(
+    settings: &Settings,
+    smtp: &crate::config::SmtpSettings,
+) -> anyhow::Result<crate::workers::email::EmailChannel> {
+    use crate::store::emails::EmailStore;
+    let outbox: Arc<dyn EmailStore> = match &settings.database {
+        DatabaseUrl::Sqlite(path) => {
+            let path = crate::store::sqlite::emails_path(path);
+            Arc::new(
+                crate::store::sqlite::SqliteEmails::open(
+                    &path,
+                    settings.sqlite_synchronous,
+                    settings.sqlite_busy_timeout,
+                )
+                .with_context(|| format!("opening the email outbox at {}", path.display()))?,
+            )
+        }
+        DatabaseUrl::Postgres(url) => Arc::new(
+            crate::store::postgres::PgEmails::open(url.expose())
+                .await
+                .context("opening the PostgreSQL email outbox")?,
+        ),
+    };
+    let catalog = crate::workers::email::Catalog::load(settings.email_templates.as_deref())
+        .context("loading the email templates")?;
+    tracing::info!(server = %format!("{}:{}", smtp.host, smtp.port), tls = smtp.tls.as_str(), types = catalog.types().count(), "email channel on");
+    crate::workers::email::EmailChannel::start(smtp, settings.email_retry.clone(), catalog, outbox)
+        .context("setting up the SMTP client")
 }

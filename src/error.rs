@@ -50,6 +50,12 @@ pub enum ApiError {
     /// The cluster broker is away, so a cluster-wide answer (presence) cannot be given.
     #[error("{0}")]
     BrokerUnavailable(String),
+    /// An email request that can never be sent; `code` says why (`unknown_email_type`, `missing_variable`,
+    /// `invalid_recipient`, …).
+    #[error("{message}")]
+    InvalidEmail { code: &'static str, message: String },
+    #[error("the email channel is off: no SMTP server is configured (HERALD_SMTP_HOST)")]
+    EmailDisabled,
     #[error("{0}")]
     Store(#[from] StoreError),
 }
@@ -67,7 +73,10 @@ impl ApiError {
             ApiError::InvalidJson(_) | ApiError::InvalidQuery(_) => StatusCode::BAD_REQUEST,
             ApiError::InvalidRequest { .. } | ApiError::BatchTooLarge { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::AtCapacity | ApiError::BrokerUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::AtCapacity | ApiError::BrokerUnavailable(_) | ApiError::EmailDisabled => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ApiError::InvalidEmail { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooManyConnections(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::InvalidTransition { .. } | ApiError::CorrelationConflict { .. } => StatusCode::CONFLICT,
@@ -88,6 +97,8 @@ impl ApiError {
             ApiError::BatchTooLarge { .. } => "batch_too_large",
             ApiError::AtCapacity => "at_capacity",
             ApiError::BrokerUnavailable(_) => "broker_unavailable",
+            ApiError::InvalidEmail { code, .. } => code,
+            ApiError::EmailDisabled => "email_disabled",
             ApiError::TooManyConnections(_) => "too_many_connections",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::InvalidTransition { .. } => "invalid_transition",

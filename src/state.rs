@@ -46,6 +46,8 @@ pub struct Shared {
     pub broker: Arc<dyn Broker>,
     /// The RabbitMQ consumers, when a broker is configured.
     pub amqp: Option<Arc<Consumers>>,
+    /// The email channel, when an SMTP server is configured.
+    pub email: Option<Arc<crate::workers::email::EmailChannel>>,
     /// The copy of topic statuses in Redis, when Redis is configured.
     pub mirror: Option<Arc<RedisMirror>>,
     pub auth: Arc<Authenticator>,

@@ -143,6 +143,9 @@ pub enum Shape {
     /// A domain event about a transaction on a chain, matched to the intent that sent it (see
     /// `ingest::amqp::chain`).
     Chain(ChainFields),
+    /// An email request for the email channel: `{"type","data","to"?,"idempotency_key"?}`, or the NestJS
+    /// form `{"pattern": "email_request", "data": {"type","data"}}` (see `ingest::amqp::emails`).
+    Email { pattern: String },
 }
 
 /// Where a chain event's parts are, and what it does to the intent's topic.
@@ -187,9 +190,9 @@ fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
     super::invalid(key, message)
 }
 
-/// The consumers that run when only the URL is configured: the three notification shapes, and the minting
-/// system's chain events. The README lists them.
-pub fn default_consumers() -> Vec<ConsumerLayer> {
+/// The consumers that run when only the URL is configured: the three notification shapes, the minting
+/// system's chain events, and with the email channel on, the durable `email_queue`. The README lists them.
+pub fn default_consumers(email_enabled: bool) -> Vec<ConsumerLayer> {
     let targets = [
         ("RefundStatusChanged", "user_id"),
         ("refund_status_changed", "user_id"),
@@ -199,7 +202,7 @@ pub fn default_consumers() -> Vec<ConsumerLayer> {
     .into_iter()
     .map(|(t, f)| (t.to_owned(), f.to_owned()))
     .collect();
-    vec![
+    let mut defaults = vec![
         ConsumerLayer {
             queue: "ws.broadcast.queue".into(),
             exchange: Some("herald.events".into()),
@@ -220,12 +223,21 @@ pub fn default_consumers() -> Vec<ConsumerLayer> {
             shape: Some("chain".into()),
             ..ConsumerLayer::default()
         },
-    ]
+    ];
+    if email_enabled {
+        defaults.push(ConsumerLayer {
+            queue: "email_queue".into(),
+            shape: Some("email".into()),
+            ..ConsumerLayer::default()
+        });
+    }
+    defaults
 }
 
 /// Checks the `[amqp]` layer; `None` when no URL is configured (then no consumer runs, and configured
-/// consumers without a URL are an error).
-pub fn resolve(layer: AmqpLayer) -> Result<Option<AmqpSettings>, ConfigError> {
+/// consumers without a URL are an error). `email_enabled`: an SMTP server is configured, so the defaults
+/// include `email_queue` and an `email` consumer may be configured.
+pub fn resolve(layer: AmqpLayer, email_enabled: bool) -> Result<Option<AmqpSettings>, ConfigError> {
     let Some(url) = layer.url.filter(|u| !u.trim().is_empty()) else {
         if layer.consumers.is_some_and(|c| !c.is_empty()) {
             return Err(invalid("amqp.url", "[[amqp.consumers]] are configured but no broker URL is"));
@@ -243,10 +255,10 @@ pub fn resolve(layer: AmqpLayer) -> Result<Option<AmqpSettings>, ConfigError> {
     if url.parse::<lapin::uri::AMQPUri>().is_err() {
         return Err(invalid("amqp.url", "not a valid AMQP URL (amqp://user:password@host:port/vhost)"));
     }
-    let layers = layer.consumers.filter(|c| !c.is_empty()).unwrap_or_else(default_consumers);
+    let layers = layer.consumers.filter(|c| !c.is_empty()).unwrap_or_else(|| default_consumers(email_enabled));
     let mut consumers = Vec::with_capacity(layers.len());
     for consumer in layers {
-        let resolved = resolve_consumer(consumer)?;
+        let resolved = resolve_consumer(consumer, email_enabled)?;
         if consumers.iter().any(|c: &ConsumerSettings| c.queue == resolved.queue) {
             return Err(invalid("amqp.consumers", format!("queue {:?} is consumed twice", resolved.queue)));
         }
@@ -255,7 +267,7 @@ pub fn resolve(layer: AmqpLayer) -> Result<Option<AmqpSettings>, ConfigError> {
     Ok(Some(AmqpSettings { url: Secret::new(url), consumers }))
 }
 
-fn resolve_consumer(layer: ConsumerLayer) -> Result<ConsumerSettings, ConfigError> {
+fn resolve_consumer(layer: ConsumerLayer, email_enabled: bool) -> Result<ConsumerSettings, ConfigError> {
     let queue = layer.queue;
     let key = "amqp.consumers";
     let named = |message: String| invalid(key, format!("queue {queue:?}: {message}"));
@@ -323,7 +335,11 @@ fn resolve_consumer(layer: ConsumerLayer) -> Result<ConsumerSettings, ConfigErro
             check_chain(&fields).map_err(named)?;
             Shape::Chain(fields)
         }
-        other => return Err(named(format!("shape {other:?} is not plain, nestjs, typed or chain"))),
+        "email" if !email_enabled => {
+            return Err(named("an email consumer needs the email channel: set smtp_host (HERALD_SMTP_HOST)".into()))
+        }
+        "email" => Shape::Email { pattern: layer.pattern.unwrap_or_else(|| "email_request".into()) },
+        other => return Err(named(format!("shape {other:?} is not plain, nestjs, typed, chain or email"))),
     };
     let retry = resolve_retry(layer.retry.unwrap_or_default()).map_err(named)?;
     Ok(ConsumerSettings {
@@ -431,7 +447,7 @@ mod tests {
 
     #[test]
     fn a_url_alone_gives_the_four_defaults() {
-        let s = resolve(AmqpLayer { url: url(), consumers: None }).unwrap().unwrap();
+        let s = resolve(AmqpLayer { url: url(), consumers: None }, false).unwrap().unwrap();
         let queues: Vec<_> = s.consumers.iter().map(|c| c.queue.as_str()).collect();
         assert_eq!(queues, ["ws.broadcast.queue", "notification_queue", "herald.notifications", "herald.mints"]);
         let mints = &s.consumers[3];
@@ -462,16 +478,17 @@ mod tests {
 
     #[test]
     fn no_url_means_no_consumers() {
-        assert!(resolve(AmqpLayer::default()).unwrap().is_none());
+        assert!(resolve(AmqpLayer::default(), false).unwrap().is_none());
         let orphan =
             AmqpLayer { url: None, consumers: Some(vec![ConsumerLayer { queue: "q".into(), ..Default::default() }]) };
-        assert!(resolve(orphan).unwrap_err().to_string().contains("no broker URL"));
+        assert!(resolve(orphan, false).unwrap_err().to_string().contains("no broker URL"));
     }
 
     #[test]
     fn bad_consumers_are_named() {
-        let bad =
-            |c: ConsumerLayer| resolve(AmqpLayer { url: url(), consumers: Some(vec![c]) }).unwrap_err().to_string();
+        let bad = |c: ConsumerLayer| {
+            resolve(AmqpLayer { url: url(), consumers: Some(vec![c]) }, false).unwrap_err().to_string()
+        };
         let err = bad(ConsumerLayer { queue: "q1".into(), shape: Some("typed".into()), ..Default::default() });
         assert!(err.contains("q1") && err.contains("targets"), "{err}");
         let err = bad(ConsumerLayer { queue: "q2".into(), binding_keys: Some(vec!["k".into()]), ..Default::default() });
@@ -480,7 +497,7 @@ mod tests {
         let err = bad(ConsumerLayer { queue: "q3".into(), retry: Some(retry), ..Default::default() });
         assert!(err.contains("attempts"), "{err}");
         for url in ["http://x", "amqps://h/v", "amqp://h:notaport/v"] {
-            let err = resolve(AmqpLayer { url: Some(url.into()), consumers: None }).unwrap_err().to_string();
+            let err = resolve(AmqpLayer { url: Some(url.into()), consumers: None }, false).unwrap_err().to_string();
             assert!(err.contains("HERALD_AMQP_URL"), "{url}: {err}");
         }
         let err = bad(ConsumerLayer { queue: "q4".into(), consumer_tag: Some("t".repeat(300)), ..Default::default() });

@@ -6,6 +6,7 @@
 
 pub mod amqp;
 pub mod correlation;
+pub mod email;
 mod secret;
 pub mod topics;
 mod urls;
@@ -19,6 +20,7 @@ use thiserror::Error;
 
 pub use amqp::AmqpSettings;
 pub use correlation::CorrelationSettings;
+pub use email::{SmtpSettings, SmtpTls};
 pub use secret::{load_or_generate, Secret, StoredSecret};
 pub use topics::TopicSettings;
 pub use urls::BrokerUrl;
@@ -71,6 +73,18 @@ pub struct Layer {
     pub correlation_query: Option<String>,
     pub correlation_namespace: Option<String>,
     pub email_templates: Option<PathBuf>,
+    pub smtp_host: Option<String>,
+    pub smtp_port: Option<u16>,
+    pub smtp_user: Option<String>,
+    pub smtp_password: Option<String>,
+    pub smtp_tls: Option<String>,
+    pub smtp_from: Option<String>,
+    pub smtp_ca_file: Option<PathBuf>,
+    pub smtp_timeout_ms: Option<u64>,
+    pub smtp_concurrency: Option<usize>,
+    pub email_attempts: Option<u32>,
+    pub email_retry_initial_ms: Option<u64>,
+    pub email_retry_max_ms: Option<u64>,
     pub amqp: Option<amqp::AmqpLayer>,
     pub topics: Option<topics::TopicsLayer>,
 }
@@ -114,6 +128,18 @@ const VARIABLES: &[(&str, &str)] = &[
     ("correlation_query", "HERALD_CORRELATION_QUERY"),
     ("correlation_namespace", "HERALD_CORRELATION_NAMESPACE"),
     ("email_templates", "HERALD_EMAIL_TEMPLATES"),
+    ("smtp_host", "HERALD_SMTP_HOST"),
+    ("smtp_port", "HERALD_SMTP_PORT"),
+    ("smtp_user", "HERALD_SMTP_USER"),
+    ("smtp_password", "HERALD_SMTP_PASSWORD"),
+    ("smtp_tls", "HERALD_SMTP_TLS"),
+    ("smtp_from", "HERALD_SMTP_FROM"),
+    ("smtp_ca_file", "HERALD_SMTP_CA_FILE"),
+    ("smtp_timeout_ms", "HERALD_SMTP_TIMEOUT_MS"),
+    ("smtp_concurrency", "HERALD_SMTP_CONCURRENCY"),
+    ("email_attempts", "HERALD_EMAIL_ATTEMPTS"),
+    ("email_retry_initial_ms", "HERALD_EMAIL_RETRY_INITIAL_MS"),
+    ("email_retry_max_ms", "HERALD_EMAIL_RETRY_MAX_MS"),
     ("amqp.url", "HERALD_AMQP_URL"),
 ];
 
@@ -191,6 +217,18 @@ impl Layer {
             "correlation_query" => self.correlation_query = text,
             "correlation_namespace" => self.correlation_namespace = text,
             "email_templates" => self.email_templates = Some(PathBuf::from(value)),
+            "smtp_host" => self.smtp_host = text,
+            "smtp_port" => self.smtp_port = Some(number(key, value)?),
+            "smtp_user" => self.smtp_user = text,
+            "smtp_password" => self.smtp_password = text,
+            "smtp_tls" => self.smtp_tls = text,
+            "smtp_from" => self.smtp_from = text,
+            "smtp_ca_file" => self.smtp_ca_file = Some(PathBuf::from(value)),
+            "smtp_timeout_ms" => self.smtp_timeout_ms = Some(number(key, value)?),
+            "smtp_concurrency" => self.smtp_concurrency = Some(number(key, value)?),
+            "email_attempts" => self.email_attempts = Some(number(key, value)?),
+            "email_retry_initial_ms" => self.email_retry_initial_ms = Some(number(key, value)?),
+            "email_retry_max_ms" => self.email_retry_max_ms = Some(number(key, value)?),
             "amqp.url" => self.amqp.get_or_insert_with(Default::default).url = text,
             _ => return Err(invalid(key, "not a configuration key")),
         }
@@ -230,6 +268,18 @@ impl Layer {
             correlation_query: self.correlation_query.or(lower.correlation_query),
             correlation_namespace: self.correlation_namespace.or(lower.correlation_namespace),
             email_templates: self.email_templates.or(lower.email_templates),
+            smtp_host: self.smtp_host.or(lower.smtp_host),
+            smtp_port: self.smtp_port.or(lower.smtp_port),
+            smtp_user: self.smtp_user.or(lower.smtp_user),
+            smtp_password: self.smtp_password.or(lower.smtp_password),
+            smtp_tls: self.smtp_tls.or(lower.smtp_tls),
+            smtp_from: self.smtp_from.or(lower.smtp_from),
+            smtp_ca_file: self.smtp_ca_file.or(lower.smtp_ca_file),
+            smtp_timeout_ms: self.smtp_timeout_ms.or(lower.smtp_timeout_ms),
+            smtp_concurrency: self.smtp_concurrency.or(lower.smtp_concurrency),
+            email_attempts: self.email_attempts.or(lower.email_attempts),
+            email_retry_initial_ms: self.email_retry_initial_ms.or(lower.email_retry_initial_ms),
+            email_retry_max_ms: self.email_retry_max_ms.or(lower.email_retry_max_ms),
             amqp: match (self.amqp, lower.amqp) {
                 (Some(upper), Some(lower)) => Some(amqp::AmqpLayer {
                     url: upper.url.or(lower.url),
@@ -333,6 +383,10 @@ pub struct Settings {
     pub correlation: CorrelationSettings,
     /// A directory whose email templates override and extend the built-in ones.
     pub email_templates: Option<PathBuf>,
+    /// The SMTP server emails go through; `None`: the email channel is off.
+    pub smtp: Option<SmtpSettings>,
+    /// How a failed send is retried (attempts in all, the first included).
+    pub email_retry: amqp::RetryPolicy,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8004";
@@ -340,6 +394,7 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8004";
 impl Settings {
     /// Checks a merged layer into settings.
     pub fn resolve(layer: Layer) -> Result<Self, ConfigError> {
+        let (smtp, email_retry) = email::resolve(&layer)?;
         let listen_text = layer.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
         let listen = listen_text
             .parse()
@@ -424,7 +479,7 @@ impl Settings {
             Some(id) => cluster_word("node_id", id)?,
         };
         let cluster_name = cluster_word("cluster_name", layer.cluster_name.unwrap_or_else(|| "herald".to_owned()))?;
-        let amqp = amqp::resolve(layer.amqp.unwrap_or_default())?;
+        let amqp = amqp::resolve(layer.amqp.unwrap_or_default(), smtp.is_some())?;
         let topics = topics::resolve(layer.topics.unwrap_or_default())?;
         let correlation =
             correlation::resolve(layer.correlation_database_url, layer.correlation_query, layer.correlation_namespace)?;
@@ -466,6 +521,8 @@ impl Settings {
             topics,
             correlation,
             email_templates: layer.email_templates,
+            smtp,
+            email_retry,
         })
     }
 

@@ -3,9 +3,11 @@
 //! The HTTP publish API (`http`) and RabbitMQ consumers (`amqp`) turn what arrives into the same validated
 //! `NewNotification`s and hand them to the store; `topics` is the publish API of topic events (status
 //! streams), which the topic store checks against lifecycles; `correlations` binds chain transactions to
-//! topics, for the chain-event consumer (`amqp::chain`) to find the intent a transaction belongs to.
+//! topics, for the chain-event consumer (`amqp::chain`) to find the intent a transaction belongs to;
+//! `emails` takes requests for the email channel (`workers::email`).
 
 pub mod amqp;
 pub mod correlations;
+pub mod emails;
 pub mod http;
 pub mod topics;

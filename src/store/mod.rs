@@ -6,6 +6,7 @@
 //! the only source of live pushes.
 
 pub mod command;
+pub mod emails;
 pub mod postgres;
 pub mod sqlite;
 pub mod topics;

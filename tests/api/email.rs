@@ -18,15 +18,7 @@ async fn the_seven_built_in_types_are_listed_and_rendered() {
     let settings = Settings::default();
     let (ok, out, err) = herald(&["email", "types"], &settings).await;
     assert!(ok, "{err}");
-    for kind in [
-        "create-account",
-        "welcome-message",
-        "fingerprint-verify",
-        "forgot-password-verify",
-        "username-change-verify",
-        "email-change-verify",
-        "new-email-change-verify",
-    ] {
+    for kind in crate::email_channel::SEVEN {
         let line = out.lines().find(|l| l.starts_with(kind)).unwrap_or_else(|| panic!("{kind} not listed: {out}"));
         assert!(line.contains("email"), "{line}");
     }

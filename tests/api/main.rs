@@ -12,6 +12,7 @@ mod chain;
 mod cluster;
 mod config;
 mod email;
+mod email_channel;
 mod fanout;
 mod graphql;
 mod idempotency;

@@ -5,6 +5,9 @@ use std::time::Instant;
 use lapin::message::Delivery;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::BasicProperties;
+use sha2::{Digest, Sha256};
+
+use crate::domain::IdempotencyKey;
 
 /// Failed attempts so far; absent on a first delivery.
 pub const ATTEMPT: &str = "x-herald-attempt";
@@ -61,6 +64,20 @@ impl Message {
     /// The AMQP `message_id` property, if the producer set one.
     pub fn message_id(&self) -> Option<&str> {
         self.properties.message_id().as_ref().map(ShortString::as_str).filter(|id| !id.is_empty())
+    }
+
+    /// The idempotency key of a message that carries none of its own, so that a redelivery is recognized:
+    /// its AMQP `message_id` (`amqp-id:<id>`); else `configured`, a field the consumer's settings name
+    /// (`field:<value>`); else a hash of the body (`sha256:<hex>`). Long ids and values are hashed to fit a
+    /// key's 128 bytes.
+    pub fn derived_key(&self, configured: Option<&str>) -> String {
+        if let Some(id) = self.message_id() {
+            bounded("amqp-id:", id)
+        } else if let Some(value) = configured {
+            bounded("field:", value)
+        } else {
+            format!("sha256:{}", hex(&Sha256::digest(&self.body)))
+        }
     }
 
     pub fn header_str(&self, name: &str) -> Option<String> {
@@ -129,4 +146,17 @@ pub fn short(text: &str, max: usize) -> String {
         end -= 1;
     }
     format!("{}…", &text[..end])
+}
+
+/// `prefix` + `value`, or + a hash of it when that would not fit a key or holds control characters.
+fn bounded(prefix: &str, value: &str) -> String {
+    if prefix.len() + value.len() <= IdempotencyKey::MAX_LEN && !value.chars().any(char::is_control) {
+        format!("{prefix}{value}")
+    } else {
+        format!("{prefix}sha256:{}", hex(&Sha256::digest(value.as_bytes())))
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -2,8 +2,8 @@
 //!
 //! The consumer is generic (`consumer.rs`: groups, acks after commit, retries through delay queues,
 //! dead-lettering with publisher confirms, reconnects); the notification mapping (`notifications.rs`) is
-//! one handler of it, the chain events matched to intents (`chain.rs`) another, and the email and user-sync
-//! workers are meant to be others. `topology.rs` declares
+//! one handler of it, the chain events matched to intents (`chain.rs`) another, the email requests
+//! (`emails.rs`) a third; the user-sync worker is meant to be another. `topology.rs` declares
 //! what a queue needs, `retry.rs` decides what happens after a failure, `dlq.rs` holds the operator's
 //! tools behind `herald dlq`.
 //!
@@ -13,6 +13,7 @@
 pub mod chain;
 pub mod consumer;
 pub mod dlq;
+pub mod emails;
 pub mod message;
 pub mod notifications;
 pub mod retry;
@@ -35,7 +36,9 @@ use crate::correlation::Finder;
 use crate::store::topics::TopicStore;
 use crate::store::Store;
 use crate::topics::Namespaces;
+use crate::workers::email::EmailChannel;
 use chain::ChainHandler;
+use emails::EmailHandler;
 use notifications::{Mapping, NotificationHandler};
 use status::Status;
 use topology::QueueTopology;
@@ -70,6 +73,8 @@ pub struct Sinks {
     pub topics: Arc<dyn TopicStore>,
     pub namespaces: Arc<Namespaces>,
     pub finder: Arc<Finder>,
+    /// The email channel, when one is configured (an `email` consumer needs it).
+    pub email: Option<Arc<EmailChannel>>,
 }
 
 /// Every running consumer of this node: started with the server, stopped before the store.
@@ -97,6 +102,17 @@ impl Consumers {
                     fields.clone(),
                     consumer.retry.attempts,
                 )),
+                Shape::Email { pattern } => match &sinks.email {
+                    Some(channel) => Arc::new(EmailHandler::new(channel.clone(), pattern.clone())),
+                    // The settings refuse an email consumer without the channel; this is the same check.
+                    None => {
+                        tracing::error!(
+                            queue = consumer.queue,
+                            "an email consumer without the email channel; not started"
+                        );
+                        continue;
+                    }
+                },
                 shape => Arc::new(NotificationHandler::new(
                     sinks.store.clone(),
                     Mapping { shape: shape.clone(), idempotency_field: consumer.idempotency_field.clone() },

@@ -12,7 +12,6 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 
 use super::consumer::{Handler, Outcome};
 use super::message::Message;
@@ -136,6 +135,7 @@ impl Mapping {
             }
             // Chain consumers have their own handler (`chain.rs`); nothing maps one to a notification.
             Shape::Chain(_) => return Err("a chain event is not a notification".into()),
+            Shape::Email { .. } => return Err("an email request is not a notification".into()),
         };
         if input.idempotency_key.is_none() {
             input.idempotency_key = Some(self.derived_key(message, parsed.as_ref())?.as_str().to_owned());
@@ -145,14 +145,8 @@ impl Mapping {
 
     /// The idempotency key of a message that carries none of its own.
     fn derived_key(&self, message: &Message, parsed: Option<&Value>) -> Result<IdempotencyKey, String> {
-        let key = if let Some(id) = message.message_id() {
-            bounded("amqp-id:", id)
-        } else if let Some(value) = self.idempotency_field.as_deref().and_then(|f| field(parsed?, f)) {
-            bounded("field:", &value)
-        } else {
-            format!("sha256:{}", hex(&Sha256::digest(&message.body)))
-        };
-        IdempotencyKey::parse(&key).map_err(|e| e.to_string())
+        let configured = self.idempotency_field.as_deref().and_then(|f| field(parsed?, f));
+        IdempotencyKey::parse(&message.derived_key(configured.as_deref())).map_err(|e| e.to_string())
     }
 }
 
@@ -241,19 +235,6 @@ fn field(value: &Value, path: &str) -> Option<String> {
         Value::Number(n) => Some(n.to_string()),
         _ => None,
     }
-}
-
-/// `prefix` + `value`, or + a hash of it when that would not fit a key or holds control characters.
-fn bounded(prefix: &str, value: &str) -> String {
-    if prefix.len() + value.len() <= IdempotencyKey::MAX_LEN && !value.chars().any(char::is_control) {
-        format!("{prefix}{value}")
-    } else {
-        format!("{prefix}sha256:{}", hex(&Sha256::digest(value.as_bytes())))
-    }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -6,16 +6,20 @@
 //! - `reader`: pages, counts and snapshots, straight from the pool.
 //! - `topics`: the topic store ([`PgTopics`]), with a writer of its own and the per-topic lock that orders
 //!   each topic's events across nodes.
+//! - `emails`: the email outbox ([`PgEmails`]), leased row by row with `SKIP LOCKED`, so that the nodes share
+//!   its work and an email is attempted by one of them at a time.
 //!
 //! Readers share a pool; the writer has two connections of its own. When the database is down, a call waits
 //! at most [`ACQUIRE_TIMEOUT`] for a connection and then fails as unavailable (503 `store_unavailable`),
 //! and the pool reconnects by itself once the database is back.
 
 mod correlations;
+mod emails;
 mod reader;
 mod schema;
 mod topics;
 
+pub use emails::PgEmails;
 pub use schema::latest_version;
 pub use topics::PgTopics;
 mod creates;

@@ -16,6 +16,7 @@
 //!   locale: cheaper in every index they lead, and right for opaque identifiers.
 //! - `herald_topics`, `herald_topic_events` and `herald_correlations` are the topic store's (see
 //!   [`super::topics`]): each topic's state, its bounded history, and chain transactions bound to topics.
+//! - `herald_emails` is the email channel's outbox (migration 5, see [`super::emails`]).
 //! - `deliveries` records the first delivery of each notification, apart from it: a row appended, rather than
 //!   an update of the notification's (wide, freshly written, so rarely updatable in place) row, which a run
 //!   showed as most of the database's work under single publishes.
@@ -126,6 +127,31 @@ ALTER TABLE herald_users ALTER COLUMN user_id TYPE text COLLATE "C";
 ALTER TABLE notifications ALTER COLUMN user_id TYPE text COLLATE "C",
     ALTER COLUMN idempotency_key TYPE text COLLATE "C";
 ALTER TABLE deliveries ALTER COLUMN user_id TYPE text COLLATE "C";
+"#,
+    ),
+    (
+        5,
+        "email outbox",
+        r#"
+-- The email channel's requests and where each stands (see store/emails.rs). Bodies are dropped once sent.
+CREATE TABLE herald_emails (
+    id              text COLLATE "C" PRIMARY KEY,  -- a ULID
+    kind            text NOT NULL,
+    recipient       text NOT NULL,
+    subject         text NOT NULL,
+    html            text,
+    body_text       text,
+    message_id      text NOT NULL,
+    idempotency_key text COLLATE "C" UNIQUE,
+    status          text NOT NULL,                 -- queued | retrying | sent | dead_lettered
+    attempts        integer NOT NULL DEFAULT 0,
+    next_attempt_at bigint NOT NULL,               -- ms since the epoch; meaningful while pending
+    lease_until     bigint,                        -- an attempt is under way (on some node) until then
+    last_error      text,
+    sent_at         bigint,
+    created_at      bigint NOT NULL
+);
+CREATE INDEX herald_emails_due ON herald_emails (next_attempt_at) WHERE status IN ('queued', 'retrying');
 "#,
     ),
 ];

@@ -2,6 +2,7 @@
 
 mod checkpointer;
 mod correlations;
+mod emails;
 mod ids;
 mod merge;
 mod reader;
@@ -18,6 +19,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 
+pub use self::emails::{emails_path, SqliteEmails};
 use self::reader::ReaderPool;
 use self::tail::SharedTail;
 pub use self::tail::PARTITIONS;

@@ -34,6 +34,8 @@ pub fn routes(state: AppState) -> Router {
         .route("/api/v1/topics/{topic}/events", post(ingest::topics::publish).get(topics::history))
         .route("/api/v1/topics/{topic}", get(topics::get_state))
         .route("/api/v1/correlations", post(ingest::correlations::correlate))
+        .route("/api/v1/emails", post(ingest::emails::submit))
+        .route("/api/v1/emails/{id}", get(ingest::emails::status))
         .route("/graphql", post(super::graphql::post).get(super::graphql::get))
         .route("/api/v1/stream", get(super::sse::stream))
         .route("/api/v1/dev/token", get(super::web::dev_token_enabled).post(super::web::dev_token))

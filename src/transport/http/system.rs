@@ -7,8 +7,8 @@ use serde_json::json;
 
 use crate::state::AppState;
 
-/// Reports each part truthfully: 200 when all are up, 503 naming the one that is not. The Redis mirror is
-/// auxiliary: it shows "down" in its own section and never makes the node unhealthy.
+/// Reports each part truthfully: 200 when all are up, 503 naming the one that is not. The Redis mirror and
+/// the SMTP server are auxiliary: they show "down" in their own sections and never make the node unhealthy.
 pub async fn health(State(state): State<AppState>) -> Response {
     let store = state.store.health().await;
     let topics = state.topics.health().await;
@@ -16,9 +16,14 @@ pub async fn health(State(state): State<AppState>) -> Response {
     let broker = state.broker.health();
     let stopping = state.stopping.is_cancelled();
     let amqp_ok = state.amqp.as_ref().is_none_or(|a| a.ok());
+    let email = match &state.email {
+        Some(channel) => Some(channel.health().await),
+        None => None,
+    };
+    let email_ok = email.as_ref().is_none_or(|(ok, _)| *ok);
     // A cluster broker that is away leaves the node serving its own connections and publishes: degraded, but
     // not to be taken out of the load balancer.
-    let ok = store.ok && topics.ok && amqp_ok && !stopping;
+    let ok = store.ok && topics.ok && amqp_ok && email_ok && !stopping;
     let status = if ok && broker.ok {
         "ok"
     } else if stopping {
@@ -50,6 +55,8 @@ pub async fn health(State(state): State<AppState>) -> Response {
             "peers": broker.peers,
         },
         "redis": state.mirror.as_ref().map(|m| m.health()),
+        // SMTP down is a warning ("degraded" here); the outbox down makes the node unhealthy.
+        "email": email.map(|(_, body)| body),
         "amqp": state.amqp.as_ref().map(|a| {
             let consumers = a.health();
             let all = consumers.iter().all(|c| c.state == "consuming");

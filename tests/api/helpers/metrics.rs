@@ -19,6 +19,21 @@ impl Metrics {
         self.value(series).unwrap_or(0.0)
     }
 
+    /// The sum of every series of a family (0 when it has none yet).
+    pub fn sum(&self, family: &str) -> f64 {
+        self.0
+            .lines()
+            .filter(|line| !line.starts_with('#'))
+            .filter_map(|line| line.rsplit_once(' '))
+            .filter(|(name, _)| name.split('{').next() == Some(family))
+            .map(|(_, value)| value.parse::<f64>().unwrap_or(0.0))
+            .sum()
+    }
+
+    pub fn text(&self) -> &str {
+        &self.0
+    }
+
     /// The declared `# TYPE` of a metric family.
     pub fn kind(&self, family: &str) -> Option<&str> {
         self.0.lines().find_map(|line| {

@@ -8,6 +8,7 @@ mod auth;
 mod metrics;
 pub mod postgres;
 mod process;
+pub mod smtp;
 mod sse;
 mod wait;
 mod ws;
