@@ -146,18 +146,6 @@ pub trait EmailStore: Send + Sync + 'static {
     async fn shutdown(&self);
 }
 
-/// `text` cut to at most [`ERROR_MAX`] bytes, on a character boundary.
-pub fn bounded_error(text: &str) -> String {
-    if text.len() <= ERROR_MAX {
-        return text.to_owned();
-    }
-    let mut end = ERROR_MAX;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
-}
-
 pub fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }

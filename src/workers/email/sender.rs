@@ -21,8 +21,9 @@ use tokio_util::task::TaskTracker;
 use super::smtp::Mailer;
 use crate::config::amqp::RetryPolicy;
 use crate::domain::Timestamp;
+use crate::ingest::amqp::message::short;
 use crate::ingest::amqp::retry::{self, Step};
-use crate::store::emails::{bounded_error, millis, Claimed, EmailStore, Settle};
+use crate::store::emails::{millis, Claimed, EmailStore, Settle, ERROR_MAX};
 
 /// The longest the sender sleeps without looking at the outbox.
 const POLL: Duration = Duration::from_secs(1);
@@ -68,7 +69,7 @@ impl SmtpState {
         metrics::gauge!("herald_smtp_up").set(if result.is_ok() { 1.0 } else { 0.0 });
         let mut health = self.health.lock().unwrap_or_else(|e| e.into_inner());
         health.status = if result.is_ok() { "ok" } else { "down" };
-        health.last_error = result.err().map(bounded_error);
+        health.last_error = result.err().map(|e| short(e, ERROR_MAX));
         health.checked_at = Some(Timestamp::now());
     }
 
@@ -184,7 +185,7 @@ impl Sender {
                         );
                         Settle::Retry {
                             at: Timestamp(now.0.saturating_add(millis(wait))),
-                            error: bounded_error(&failure.error),
+                            error: short(&failure.error, ERROR_MAX),
                         }
                     }
                     Step::DeadLetter { attempts } => {
@@ -202,7 +203,7 @@ impl Sender {
                         } else {
                             format!("{attempts} attempts failed; the last: {}", failure.error)
                         };
-                        Settle::DeadLetter { error: bounded_error(&error) }
+                        Settle::DeadLetter { error: short(&error, ERROR_MAX) }
                     }
                 }
             }
