@@ -139,9 +139,10 @@ impl Application {
         let topic_pump =
             tokio::spawn(broker::topic_pump(topic_feed_rx, broker.clone(), mirror.clone(), namespaces.clone()));
 
+        let (outbox, directory) = open_outbox(&settings).await?;
         let email = match &settings.smtp {
             None => None,
-            Some(smtp) => Some(Arc::new(start_email(&settings, smtp).await?)),
+            Some(smtp) => Some(Arc::new(start_email(&settings, smtp, outbox, directory.clone())?)),
         };
         let auth = Authenticator::new(&settings.auth).context("setting up token verification")?;
         let listener = bind(settings.listen).with_context(|| format!("binding {}", settings.listen))?;
@@ -183,6 +184,7 @@ impl Application {
             broker,
             amqp,
             email,
+            directory,
             mirror,
             auth: Arc::new(auth),
             ws: Arc::new(settings.ws.clone()),
@@ -281,34 +283,46 @@ impl Application {
     }
 }
 
-/// Opens the email outbox (beside the inbox: its own SQLite file, or the same PostgreSQL database), loads the
-/// templates and starts the sender.
-async fn start_email(
+/// The email outbox and the user directory, which share a database: their own SQLite file beside the
+/// inbox's, or the same PostgreSQL database. Opened whether or not SMTP is configured: the directory and
+/// preferences are kept either way.
+async fn open_outbox(
     settings: &Settings,
-    smtp: &crate::config::SmtpSettings,
-) -> anyhow::Result<crate::workers::email::EmailChannel> {
-    use crate::store::emails::EmailStore;
-    let outbox: Arc<dyn EmailStore> = match &settings.database {
+) -> anyhow::Result<(Arc<dyn crate::store::emails::EmailStore>, Arc<dyn crate::store::directory::DirectoryStore>)> {
+    Ok(match &settings.database {
         DatabaseUrl::Sqlite(path) => {
             let path = crate::store::sqlite::emails_path(path);
-            Arc::new(
+            let store = Arc::new(
                 crate::store::sqlite::SqliteEmails::open(
                     &path,
                     settings.sqlite_synchronous,
                     settings.sqlite_busy_timeout,
                 )
-                .with_context(|| format!("opening the email outbox at {}", path.display()))?,
-            )
+                .with_context(|| format!("opening the email outbox and user directory at {}", path.display()))?,
+            );
+            (store.clone(), store)
         }
-        DatabaseUrl::Postgres(url) => Arc::new(
-            crate::store::postgres::PgEmails::open(url.expose())
-                .await
-                .context("opening the PostgreSQL email outbox")?,
-        ),
-    };
+        DatabaseUrl::Postgres(url) => {
+            let store = Arc::new(
+                crate::store::postgres::PgEmails::open(url.expose())
+                    .await
+                    .context("opening the PostgreSQL email outbox and user directory")?,
+            );
+            (store.clone(), store)
+        }
+    })
+}
+
+/// Loads the templates and starts the sender.
+fn start_email(
+    settings: &Settings,
+    smtp: &crate::config::SmtpSettings,
+    outbox: Arc<dyn crate::store::emails::EmailStore>,
+    directory: Arc<dyn crate::store::directory::DirectoryStore>,
+) -> anyhow::Result<crate::workers::email::EmailChannel> {
     let catalog = crate::workers::email::Catalog::load(settings.email_templates.as_deref())
         .context("loading the email templates")?;
     tracing::info!(server = %format!("{}:{}", smtp.host, smtp.port), tls = smtp.tls.as_str(), types = catalog.types().count(), "email channel on");
-    crate::workers::email::EmailChannel::start(smtp, settings.email_retry.clone(), catalog, outbox)
+    crate::workers::email::EmailChannel::start(smtp, settings.email_retry.clone(), catalog, outbox, directory)
         .context("setting up the SMTP client")
 }

@@ -190,6 +190,37 @@ pub struct NewNotification {
     pub idempotency_key: Option<IdempotencyKey>,
     /// When the request that carries it arrived, for the publish-to-push latency metric.
     pub received_at: Instant,
+    /// It goes by email too (`"channels": ["inbox", "email"]`); the store ignores this.
+    pub email: Option<EmailDelivery>,
+}
+
+/// How a notification that asks for the email channel is to be emailed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmailDelivery {
+    /// The email type that renders it: the generic `notification` unless the publisher names one.
+    pub template: String,
+    /// The recipient; without it, the user's address in the directory.
+    pub to: Option<String>,
+    /// Send only if the notification is still unread this long after it was created; reading it first
+    /// cancels the email.
+    pub if_unread_after: Option<std::time::Duration>,
+}
+
+impl EmailDelivery {
+    /// The generic template every notification can be sent with.
+    pub const GENERIC: &'static str = "notification";
+    /// The longest an email may wait for its notification to be read.
+    pub const MAX_WAIT_SECS: u64 = 30 * 24 * 3600;
+}
+
+/// The email options of a notification, as a publisher sends them.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailOptions {
+    #[serde(default)]
+    pub template: Option<String>,
+    #[serde(default)]
+    pub to: Option<String>,
 }
 
 /// The body of one notification as a publisher sends it; `NewNotification::parse` validates it.
@@ -208,6 +239,88 @@ pub struct NotificationInput {
     pub data: Option<Box<serde_json::value::RawValue>>,
     #[serde(default)]
     pub idempotency_key: Option<String>,
+    /// Where it goes: `["inbox"]` (the default) or `["inbox", "email"]`.
+    #[serde(default)]
+    pub channels: Option<Vec<String>>,
+    /// With the email channel: the template and the recipient, both optional.
+    #[serde(default)]
+    pub email: Option<EmailOptions>,
+    /// With the email channel: seconds to wait, emailing only if the notification is still unread then.
+    #[serde(default)]
+    pub email_if_unread_after: Option<u64>,
+}
+
+impl NotificationInput {
+    /// A notification of `kind` for `user_id` with nothing else set.
+    pub fn new(user_id: String, kind: String) -> Self {
+        Self {
+            user_id,
+            kind,
+            title: None,
+            message: None,
+            data: None,
+            idempotency_key: None,
+            channels: None,
+            email: None,
+            email_if_unread_after: None,
+        }
+    }
+}
+
+/// Reads the channel fields: `None` for the inbox alone.
+fn email_delivery(
+    channels: Option<Vec<String>>,
+    options: Option<EmailOptions>,
+    if_unread_after: Option<u64>,
+) -> Result<Option<EmailDelivery>, InvalidField> {
+    let channels = channels.unwrap_or_default();
+    if channels.len() > 8 {
+        return Err(InvalidField::new("channels", "names at most two channels"));
+    }
+    let mut email = false;
+    for channel in &channels {
+        match channel.as_str() {
+            "inbox" => {}
+            "email" => email = true,
+            _ => return Err(InvalidField::new("channels", "may hold only \"inbox\" and \"email\"")),
+        }
+    }
+    if !channels.is_empty() && !channels.iter().any(|c| c == "inbox") {
+        return Err(InvalidField::new("channels", "must include \"inbox\" (an email alone is POST /api/v1/emails)"));
+    }
+    if !email {
+        if options.is_some() || if_unread_after.is_some() {
+            return Err(InvalidField::new(
+                "channels",
+                "must include \"email\" for email or email_if_unread_after to apply",
+            ));
+        }
+        return Ok(None);
+    }
+    let options = options.unwrap_or_default();
+    let template = match options.template {
+        Some(t)
+            if t.is_empty() || t.len() > 64 || !t.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) =>
+        {
+            return Err(InvalidField::new("email.template", "must be an email type's name"))
+        }
+        Some(t) => t,
+        None => EmailDelivery::GENERIC.to_owned(),
+    };
+    if options.to.as_ref().is_some_and(|to| to.len() > 320) {
+        return Err(InvalidField::new("email.to", "must be at most 320 bytes"));
+    }
+    if if_unread_after.is_some_and(|s| s > EmailDelivery::MAX_WAIT_SECS) {
+        return Err(InvalidField::new(
+            "email_if_unread_after",
+            format!("must be at most {} seconds", EmailDelivery::MAX_WAIT_SECS),
+        ));
+    }
+    Ok(Some(EmailDelivery {
+        template,
+        to: options.to,
+        if_unread_after: if_unread_after.map(std::time::Duration::from_secs),
+    }))
 }
 
 impl NewNotification {
@@ -225,7 +338,8 @@ impl NewNotification {
             return Err(InvalidField::new("data", format!("must be at most {} bytes as JSON", limits::DATA_MAX)));
         }
         let idempotency_key = input.idempotency_key.as_deref().map(IdempotencyKey::parse).transpose()?;
-        Ok(Self { user_id, kind, title, message, data, idempotency_key, received_at })
+        let email = email_delivery(input.channels, input.email, input.email_if_unread_after)?;
+        Ok(Self { user_id, kind, title, message, data, idempotency_key, received_at, email })
     }
 }
 

@@ -10,11 +10,13 @@ use crate::auth::Authenticator;
 use crate::auth::User;
 use crate::broker::Broker;
 use crate::config::{TopicSettings, WsSettings};
+use crate::domain::{NotificationId, UserId};
 use crate::hub::Hub;
 use crate::ingest::amqp::Consumers;
 use crate::mirror::RedisMirror;
+use crate::store::directory::DirectoryStore;
 use crate::store::topics::TopicStore;
-use crate::store::Store;
+use crate::store::{MarkReadOutcome, Store, StoreError};
 use crate::topics::TopicName;
 
 /// Shared by every handler and connection. Cloning it (axum does, per request) is one reference count.
@@ -48,6 +50,8 @@ pub struct Shared {
     pub amqp: Option<Arc<Consumers>>,
     /// The email channel, when an SMTP server is configured.
     pub email: Option<Arc<crate::workers::email::EmailChannel>>,
+    /// What Herald knows of users (email, display name) and their preferences.
+    pub directory: Arc<dyn DirectoryStore>,
     /// The copy of topic statuses in Redis, when Redis is configured.
     pub mirror: Option<Arc<RedisMirror>>,
     pub auth: Arc<Authenticator>,
@@ -68,6 +72,25 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Marks notifications read: committed (and pushed to the user's connections) by the store, then their
+    /// pending "if unread after" emails cancelled. Every transport marks read through here.
+    pub async fn mark_read(&self, user: &UserId, ids: Vec<NotificationId>) -> Result<MarkReadOutcome, StoreError> {
+        let outcome = self.store.mark_read(user, ids).await?;
+        if let (Some(email), false) = (&self.email, outcome.newly_read.is_empty()) {
+            email.notifications_read(user, Some(&outcome.newly_read)).await;
+        }
+        Ok(outcome)
+    }
+
+    /// Marks every notification of the user read, as [`Shared::mark_read`] does; returns how many changed.
+    pub async fn mark_all_read(&self, user: &UserId) -> Result<u64, StoreError> {
+        let updated = self.store.mark_all_read(user).await?;
+        if let (Some(email), true) = (&self.email, updated > 0) {
+            email.notifications_read(user, None).await;
+        }
+        Ok(updated)
+    }
+
     /// Whether `user` (or anyone, with `None`) may watch `topic`: its namespace is public, or the user's
     /// token grants it. Every transport asks this before subscribing or reading a topic.
     pub fn may_watch(&self, user: Option<&User>, topic: &TopicName) -> bool {

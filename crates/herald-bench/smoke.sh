@@ -12,6 +12,8 @@
 #   HERALD_JWT_SECRET     Herald's HS256 secret, for minting user tokens
 #   HERALD_BENCH_API_KEY  one of Herald's publisher API keys
 #   HERALD_BENCH_SERVER_PID  its pid, so idle mode reports its memory (optional)
+#   HERALD_BENCH_SMTP_LISTEN  where that Herald sends email (its HERALD_SMTP_HOST:HERALD_SMTP_PORT), for the
+#                         email mode's SMTP sink (optional; without it the email mode is not run)
 #   HERALD_BENCH_AMQP_URL the RabbitMQ vhost that Herald consumes (its HERALD_AMQP_URL); the floor consumes
 #                         its own queue on it. Without it a fresh vhost is made for this run and deleted after.
 #
@@ -117,6 +119,9 @@ run "floor idle, memory after closing" idle --server "$floor_url" --server-pid "
 if [[ -n "${HERALD_BENCH_SERVER:-}" ]]; then
     suite herald "$HERALD_BENCH_SERVER" 1 herald.notifications \
         ${HERALD_BENCH_SERVER_PID:+--server-pid "$HERALD_BENCH_SERVER_PID"}
+    if [[ -n "${HERALD_BENCH_SMTP_LISTEN:-}" ]]; then
+        run "herald email" email --server "$HERALD_BENCH_SERVER" --smtp-listen "$HERALD_BENCH_SMTP_LISTEN"
+    fi
 fi
 
 # nchan, when it is installed: the modes it takes part in, in its URL scheme. bench-peer exits 3 when

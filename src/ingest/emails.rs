@@ -1,6 +1,7 @@
 //! `POST /api/v1/emails` and `GET /api/v1/emails/{id}` (publishers): a request for the email channel,
 //! `{"type","data","to"?,"idempotency_key"?}` → 202 `{"id","status":"queued",…}` once it is stored (200 with
-//! the original for a known idempotency key); its status afterwards. A request that can never be sent is
+//! the original for a known idempotency key); its status afterwards (for a notification's email, with its
+//! `user_id`, `notification_id` and, once `cancelled`, the `cancel_reason`). A request that can never be sent is
 //! refused with 422 and a code (`unknown_email_type`, `missing_variable`, `invalid_recipient`), and nothing
 //! is stored. Without an SMTP server configured, 503 `email_disabled`.
 
@@ -33,6 +34,13 @@ pub struct EmailStatusBody<'a> {
     sent_at: Option<Timestamp>,
     created_at: Timestamp,
     message_id: &'a str,
+    /// A notification's email: whose, and which notification.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    notification_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cancel_reason: Option<&'a str>,
 }
 
 impl<'a> From<&'a EmailRecord> for EmailStatusBody<'a> {
@@ -48,6 +56,9 @@ impl<'a> From<&'a EmailRecord> for EmailStatusBody<'a> {
             sent_at: r.sent_at,
             created_at: r.created_at,
             message_id: &r.message_id,
+            user_id: r.user_id.as_deref(),
+            notification_id: r.notification_id.as_deref(),
+            cancel_reason: r.cancel_reason.as_deref(),
         }
     }
 }

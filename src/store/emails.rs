@@ -1,5 +1,5 @@
 //! The email outbox: every request the email channel accepted, with its rendered message and where it
-//! stands (`queued`, `retrying`, `sent`, `dead_lettered`), so that its status survives a restart and a
+//! stands (`queued`, `retrying`, `sent`, `dead_lettered`, `cancelled`), so that its status survives a restart and a
 //! replayed request is answered from here instead of sent again.
 //!
 //! The sender works it as a queue of leases: [`EmailStore::claim`] takes what is due, counts the attempt and
@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::domain::Timestamp;
+use crate::domain::{NotificationId, Timestamp, UserId};
 use crate::store::{StoreError, StoreHealth};
 
 /// The longest stored error text; SMTP replies can be long, and this is for people reading a status.
@@ -27,6 +27,8 @@ pub enum EmailStatus {
     Sent,
     /// Given up: a permanent refusal (5xx), or every attempt failed.
     DeadLettered,
+    /// Not sent, and never will be: its notification was read first, or the user opted out meanwhile.
+    Cancelled,
 }
 
 impl EmailStatus {
@@ -36,6 +38,7 @@ impl EmailStatus {
             EmailStatus::Retrying => "retrying",
             EmailStatus::Sent => "sent",
             EmailStatus::DeadLettered => "dead_lettered",
+            EmailStatus::Cancelled => "cancelled",
         }
     }
 
@@ -45,6 +48,7 @@ impl EmailStatus {
             "retrying" => Ok(EmailStatus::Retrying),
             "sent" => Ok(EmailStatus::Sent),
             "dead_lettered" => Ok(EmailStatus::DeadLettered),
+            "cancelled" => Ok(EmailStatus::Cancelled),
             other => Err(StoreError::Internal(format!("a stored email has an unknown status {other:?}"))),
         }
     }
@@ -69,6 +73,26 @@ pub struct NewEmail {
     pub message_id: String,
     pub idempotency_key: Option<String>,
     pub created_at: Timestamp,
+    /// Its first attempt is not before this (`created_at`, or later for "if unread after").
+    pub due_at: Timestamp,
+    /// The notification it emails, for a notification that asked for the email channel.
+    pub link: Option<NotificationLink>,
+}
+
+/// What ties an email to the notification it was made for.
+#[derive(Debug, Clone)]
+pub struct NotificationLink {
+    pub user_id: UserId,
+    pub notification_id: NotificationId,
+    pub notification_type: String,
+    /// Reading the notification before the email goes out cancels it (`email_if_unread_after`).
+    pub unless_read: bool,
+}
+
+/// Why a pending email was cancelled, as `cancel_reason` shows it.
+pub mod cancel {
+    pub const READ: &str = "read";
+    pub const OPTED_OUT: &str = "opted_out";
 }
 
 /// Where a stored email stands: what `GET /api/v1/emails/{id}` shows.
@@ -86,6 +110,11 @@ pub struct EmailRecord {
     pub sent_at: Option<Timestamp>,
     pub created_at: Timestamp,
     pub message_id: String,
+    /// For a notification's email: whose, and which notification.
+    pub user_id: Option<String>,
+    pub notification_id: Option<String>,
+    /// With `cancelled`: why (`read`, `opted_out`).
+    pub cancel_reason: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -132,6 +161,9 @@ pub trait EmailStore: Send + Sync + 'static {
 
     async fn get(&self, id: &str) -> Result<Option<EmailRecord>, StoreError>;
 
+    /// The email stored under an idempotency key.
+    async fn by_key(&self, key: &str) -> Result<Option<EmailRecord>, StoreError>;
+
     /// Leases up to `limit` pending emails due at `now` (oldest due first) for `lease`, counting the attempt.
     async fn claim(&self, now: Timestamp, lease: Duration, limit: usize) -> Result<Vec<Claimed>, StoreError>;
 
@@ -140,6 +172,11 @@ pub trait EmailStore: Send + Sync + 'static {
 
     /// When the next pending email is due (its lease over, if it has one): the sender sleeps until then.
     async fn next_due(&self) -> Result<Option<Timestamp>, StoreError>;
+
+    /// Cancels the pending "if unread after" emails of `user`'s notifications `ids` (all of the user's with
+    /// `None`), because they were read; returns how many. An attempt under way is not stopped: if it
+    /// succeeds the email is `sent`, as it was.
+    async fn cancel_unread(&self, user: &UserId, ids: Option<&[NotificationId]>) -> Result<u64, StoreError>;
 
     async fn health(&self) -> StoreHealth;
 

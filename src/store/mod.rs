@@ -6,6 +6,7 @@
 //! the only source of live pushes.
 
 pub mod command;
+pub mod directory;
 pub mod emails;
 pub mod postgres;
 pub mod sqlite;

@@ -21,7 +21,7 @@ pub const SEVEN: [&str; 7] = [
 ];
 
 /// Herald sending through the SMTP server on `port`, plain, retrying quickly.
-fn smtp_settings(s: &mut Settings, port: u16) {
+pub fn smtp_settings(s: &mut Settings, port: u16) {
     s.env("HERALD_SMTP_HOST", "127.0.0.1")
         .env("HERALD_SMTP_PORT", port.to_string())
         .env("HERALD_SMTP_TLS", "none")
@@ -44,14 +44,14 @@ async fn submit(app: &TestApp, body: &Value) -> (u16, Value) {
     status_and_json(response).await
 }
 
-async fn status(app: &TestApp, id: &str) -> Value {
+pub async fn status(app: &TestApp, id: &str) -> Value {
     let (code, body) = app.get_json(&format!("/api/v1/emails/{id}"), Some(API_KEY)).await;
     assert_eq!(code, 200, "{body}");
     body
 }
 
 /// Waits until the email's status is `want`, and returns it.
-async fn wait_status(app: &TestApp, id: &str, want: &str) -> Value {
+pub async fn wait_status(app: &TestApp, id: &str, want: &str) -> Value {
     wait_until(&format!("email {id} to be {want}"), WAIT, || async {
         let body = status(app, id).await;
         (body["status"] == want).then_some(body)

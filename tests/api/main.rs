@@ -19,6 +19,7 @@ mod idempotency;
 mod jwt_public_key;
 mod keepalive;
 mod lifecycle;
+mod notification_email;
 mod observability;
 mod offline;
 mod postgres;

@@ -64,6 +64,10 @@ async fn the_openapi_document_describes_the_rest_api() {
         "/api/v1/correlations",
         "/api/v1/stream",
         "/graphql",
+        "/api/v1/emails",
+        "/api/v1/emails/{id}",
+        "/api/v1/users/{id}",
+        "/api/v1/preferences",
     ] {
         assert!(paths.contains_key(path), "{path} is not documented; paths: {:?}", paths.keys());
     }

@@ -31,12 +31,13 @@ async fn by_default_the_inbox_lives_in_a_wal_sqlite_file_under_the_data_dir() {
     .await;
     let published = app.notify_many("alice", "n", 3).await;
 
-    // The inbox's file, and beside it the topics' (their own file, with their own writer).
+    // The inbox's file, and beside it the topics' (their own file, with their own writer) and the email
+    // outbox's (with the user directory and preferences).
     let databases = sqlite_files(app.data_dir.path());
     let dir = app.data_dir.path();
     assert_eq!(
         databases,
-        vec![dir.join("herald.db"), dir.join("herald.topics.db")],
+        vec![dir.join("herald.db"), dir.join("herald.emails.db"), dir.join("herald.topics.db")],
         "the SQLite files in the data dir"
     );
     for database in &databases {
@@ -59,7 +60,10 @@ async fn the_database_url_puts_the_database_elsewhere() {
     .await;
     let n = app.notify("alice", "t", "stored elsewhere").await;
 
-    assert_eq!(sqlite_files(elsewhere.path()), vec![database.clone(), elsewhere.path().join("custom.topics.db")]);
+    assert_eq!(
+        sqlite_files(elsewhere.path()),
+        vec![database.clone(), elsewhere.path().join("custom.emails.db"), elsewhere.path().join("custom.topics.db")]
+    );
     assert!(sqlite_files(app.data_dir.path()).is_empty(), "a database was also made in the data dir");
 
     app.restart().await;

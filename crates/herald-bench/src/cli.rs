@@ -45,6 +45,10 @@ pub enum Command {
     /// Connect U users, publish at a steady rate, drop every connection at once and reconnect
     /// with `since`; report the time until every user has caught up, and lost notifications.
     Reconnect(ReconnectArgs),
+    /// Post M email requests to `POST /api/v1/emails` and receive them on this tool's own SMTP sink
+    /// (point Herald's HERALD_SMTP_HOST/PORT at --smtp-listen, HERALD_SMTP_TLS=none); report requests
+    /// and emails per second, request → arrival latency, SMTP connections used, lost and duplicated.
+    Email(EmailArgs),
     /// Run the floor server: the same HTTP and WebSocket shape as Herald with nothing else (no
     /// auth, no storage, an in-memory fanout), to measure against.
     Floor(FloorArgs),
@@ -334,4 +338,52 @@ pub struct FloorArgs {
     /// Unacknowledged messages the broker may send the floor's consumer at once.
     #[arg(long, default_value_t = 500)]
     pub amqp_prefetch: u16,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EmailArgs {
+    /// Base URL of the Herald under test.
+    #[arg(long, env = "HERALD_BENCH_SERVER", default_value = "http://127.0.0.1:8004")]
+    pub server: ServerUrl,
+
+    /// Publisher API key, sent as `Authorization: Bearer`.
+    #[arg(long, env = "HERALD_BENCH_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+
+    /// Where the SMTP sink listens: Herald's HERALD_SMTP_HOST and HERALD_SMTP_PORT.
+    #[arg(long, default_value = "127.0.0.1:2525")]
+    pub smtp_listen: SocketAddr,
+
+    /// Email requests to post [default: 5000; 50 with --smoke].
+    #[arg(long, short = 'm')]
+    pub emails: Option<u64>,
+
+    /// HTTP requests in flight at once, each on its own kept-alive connection.
+    #[arg(long, short = 'c', default_value_t = 32)]
+    pub concurrency: usize,
+
+    /// Target request rate per second; 0 posts as fast as Herald answers.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+
+    /// Milliseconds the sink waits before accepting each message (250), to stand in for a real relay.
+    #[arg(long, default_value_t = 0)]
+    pub sink_delay_ms: u64,
+
+    /// The sink acknowledges each message body at once (TCP_QUICKACK), taking out of the figure the 40 ms
+    /// a client with Nagle on waits for a delayed ACK before its final `.` line (lettre 0.11's stall).
+    #[arg(long)]
+    pub quickack: bool,
+
+    /// Seconds to wait for outstanding emails once nothing new has arrived.
+    #[arg(long, default_value_t = 10.0)]
+    pub drain_timeout: f64,
+
+    /// Tiny sizes that finish in a few seconds, for CI; sizes given explicitly still win.
+    #[arg(long)]
+    pub smoke: bool,
+
+    /// Print only the JSON line.
+    #[arg(long, short)]
+    pub quiet: bool,
 }

@@ -23,4 +23,8 @@ pub enum BenchError {
     Rss(#[from] RssError),
     #[error(transparent)]
     Floor(#[from] FloorError),
+    #[error("{0}")]
+    Usage(&'static str),
+    #[error("{0}")]
+    Setup(String),
 }

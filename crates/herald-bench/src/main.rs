@@ -7,6 +7,7 @@ mod amqp;
 mod cli;
 mod client;
 mod clock;
+mod email;
 mod error;
 mod floor;
 mod histogram;
@@ -68,6 +69,17 @@ async fn run(command: Command, open_files: u64) -> Result<ExitCode, BenchError> 
     match command {
         Command::Floor(args) => floor::serve(args, open_files).await?,
         Command::Worker => workers::worker_main().await?,
+        Command::Email(args) => {
+            let quiet = args.quiet;
+            let report = email::run(args).await?;
+            println!("{}", report.json_line());
+            if !quiet {
+                eprint!("{}", report.table());
+            }
+            if !report.ok() {
+                return Ok(ExitCode::from(EXIT_FAILED_RUN));
+            }
+        }
         mode => {
             let Some(plan) = RunPlan::from_command(&mode)? else {
                 return Ok(ExitCode::SUCCESS);

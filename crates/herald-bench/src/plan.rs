@@ -194,7 +194,7 @@ impl RunPlan {
             Command::Amqp(args) => amqp(args, run_id)?,
             Command::Broadcast(args) => broadcast(args, run_id)?,
             Command::Reconnect(args) => reconnect(args, run_id)?,
-            Command::Floor(_) | Command::Worker => return Ok(None),
+            Command::Floor(_) | Command::Worker | Command::Email(_) => return Ok(None),
         };
         Ok(Some(plan))
     }

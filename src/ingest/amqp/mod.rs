@@ -115,6 +115,7 @@ impl Consumers {
                 },
                 shape => Arc::new(NotificationHandler::new(
                     sinks.store.clone(),
+                    sinks.email.clone(),
                     Mapping { shape: shape.clone(), idempotency_field: consumer.idempotency_field.clone() },
                 )),
             };

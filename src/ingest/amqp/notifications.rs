@@ -18,6 +18,7 @@ use super::message::Message;
 use crate::config::amqp::Shape;
 use crate::domain::{IdempotencyKey, NewNotification, NotificationInput};
 use crate::store::{Store, StoreError};
+use crate::workers::email::EmailChannel;
 
 /// How messages of one queue become notifications.
 #[derive(Debug, Clone)]
@@ -28,12 +29,32 @@ pub struct Mapping {
 
 pub struct NotificationHandler {
     store: Arc<dyn Store>,
+    /// For notifications that ask for the email channel.
+    email: Option<Arc<EmailChannel>>,
     mapping: Mapping,
 }
 
 impl NotificationHandler {
-    pub fn new(store: Arc<dyn Store>, mapping: Mapping) -> Self {
-        Self { store, mapping }
+    pub fn new(store: Arc<dyn Store>, email: Option<Arc<EmailChannel>>, mapping: Mapping) -> Self {
+        Self { store, email, mapping }
+    }
+
+    /// A notification whose email could never be sent is poison, as it is a 4xx over HTTP.
+    fn check_email(&self, item: &NewNotification) -> Result<(), String> {
+        if item.email.is_none() {
+            return Ok(());
+        }
+        let Some(channel) = &self.email else {
+            return Err("it asks for the email channel, which is off (no HERALD_SMTP_HOST)".into());
+        };
+        channel.check_notification(item).map_err(|e| format!("{}: {e}", e.code()))
+    }
+}
+
+fn store_outcome(e: StoreError) -> Outcome {
+    match e {
+        StoreError::Closed => Outcome::Requeue,
+        other => Outcome::Transient(other.to_string()),
     }
 }
 
@@ -44,7 +65,7 @@ impl Handler for NotificationHandler {
         let mut items = Vec::with_capacity(group.len());
         let mut positions = Vec::with_capacity(group.len());
         for (i, message) in group.iter().enumerate() {
-            match self.mapping.decode(message) {
+            match self.mapping.decode(message).and_then(|item| self.check_email(&item).map(|()| item)) {
                 Ok(item) => {
                     items.push(item);
                     positions.push(i);
@@ -55,14 +76,24 @@ impl Handler for NotificationHandler {
         if items.is_empty() {
             return outcomes;
         }
+        let deliveries: Vec<_> = items.iter().map(|i| i.email.clone()).collect();
         // One insert for the whole group: one transaction, shared with whatever else the writer has queued.
-        if let Err(e) = self.store.insert(items).await {
-            let outcome = match e {
-                StoreError::Closed => Outcome::Requeue,
-                other => Outcome::Transient(other.to_string()),
-            };
-            for i in positions {
-                outcomes[i] = outcome.clone();
+        match self.store.insert(items).await {
+            Err(e) => {
+                let outcome = store_outcome(e);
+                for i in positions {
+                    outcomes[i] = outcome.clone();
+                }
+            }
+            // Each email is queued before its message is acked; one that fails is retried with its message,
+            // whose notification is then found stored (by its key) and its email queued.
+            Ok(stored) => {
+                for ((delivery, stored), i) in deliveries.into_iter().zip(&stored).zip(positions) {
+                    let (Some(delivery), Some(channel)) = (delivery, &self.email) else { continue };
+                    if let Err(e) = channel.notification(stored.notification(), &delivery).await {
+                        outcomes[i] = store_outcome(e);
+                    }
+                }
             }
         }
         outcomes
@@ -82,7 +113,8 @@ struct NestEnvelope {
 pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 
 /// The fields of a NestJS `data` object that are the notification's own; everything else goes to `data`.
-const NEST_FIELDS: [&str; 6] = ["user_id", "type", "title", "message", "idempotency_key", "data"];
+const NEST_FIELDS: [&str; 9] =
+    ["user_id", "type", "title", "message", "idempotency_key", "data", "channels", "email", "email_if_unread_after"];
 
 impl Mapping {
     /// Turns one message into a notification, or says why it never can.
@@ -130,6 +162,9 @@ impl Mapping {
                     // The whole message is the data, as it arrived.
                     data: Some(RawValue::from_string(text.to_owned()).map_err(|e| e.to_string())?),
                     idempotency_key: own_key(fields)?,
+                    channels: None,
+                    email: None,
+                    email_if_unread_after: None,
                 };
                 (input, Some(object))
             }
@@ -182,7 +217,18 @@ fn nest_input(data: &Map<String, Value>) -> Result<NotificationInput, String> {
         message: optional_text(data, Some("message"))?,
         data: Some(RawValue::from_string(raw).map_err(|e| e.to_string())?),
         idempotency_key,
+        channels: typed_field(data, "channels")?,
+        email: typed_field(data, "email")?,
+        email_if_unread_after: typed_field(data, "email_if_unread_after")?,
     })
+}
+
+/// An optional field of a NestJS `data` object read as `T`; null counts as absent.
+fn typed_field<T: serde::de::DeserializeOwned>(data: &Map<String, Value>, name: &str) -> Result<Option<T>, String> {
+    match data.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(value) => T::deserialize(value).map(Some).map_err(|e| format!("field {name:?}: {e}")),
+    }
 }
 
 /// The message's own `idempotency_key`, when it has one.

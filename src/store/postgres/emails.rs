@@ -9,15 +9,16 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 
 use super::sql_error;
-use crate::domain::Timestamp;
+use crate::domain::{NotificationId, Timestamp, UserId};
+use crate::store::directory::{DirectoryEntry, DirectoryStore, Preferences};
 use crate::store::emails::{millis, Claimed, EmailRecord, EmailStatus, EmailStore, Enqueued, NewEmail, Settle};
 use crate::store::{StoreError, StoreHealth};
 
 /// The outbox's connections per node: the sender's claims and settles, and the API's enqueues and reads.
 const CONNECTIONS: u32 = 4;
 
-const COLUMNS: &str =
-    "id, kind, recipient, status, attempts, next_attempt_at, last_error, sent_at, created_at, message_id";
+const COLUMNS: &str = "id, kind, recipient, status, attempts, next_attempt_at, last_error, sent_at, created_at, \
+                       message_id, user_id, notification_id, cancel_reason";
 
 pub struct PgEmails {
     pool: PgPool,
@@ -51,6 +52,9 @@ fn record(row: &PgRow) -> Result<EmailRecord, StoreError> {
         sent_at: row.try_get::<Option<i64>, _>("sent_at").map_err(get)?.map(Timestamp),
         created_at: Timestamp(row.try_get("created_at").map_err(get)?),
         message_id: row.try_get("message_id").map_err(get)?,
+        user_id: row.try_get("user_id").map_err(get)?,
+        notification_id: row.try_get("notification_id").map_err(get)?,
+        cancel_reason: row.try_get("cancel_reason").map_err(get)?,
     })
 }
 
@@ -60,8 +64,9 @@ impl EmailStore for PgEmails {
         // One statement: a taken key inserts nothing, and the original is read after it.
         let inserted = sqlx::query(&format!(
             "INSERT INTO herald_emails (id, kind, recipient, subject, html, body_text, message_id, idempotency_key,
-                                        status, attempts, next_attempt_at, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', 0, $9, $9)
+                                        status, attempts, next_attempt_at, created_at,
+                                        user_id, notification_id, notification_type, unless_read)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', 0, $9, $10, $11, $12, $13, $14)
              ON CONFLICT (idempotency_key) DO NOTHING
              RETURNING {COLUMNS}"
         ))
@@ -73,7 +78,12 @@ impl EmailStore for PgEmails {
         .bind(&email.text)
         .bind(&email.message_id)
         .bind(&email.idempotency_key)
+        .bind(email.due_at.0)
         .bind(email.created_at.0)
+        .bind(email.link.as_ref().map(|l| l.user_id.as_str()))
+        .bind(email.link.as_ref().map(|l| l.notification_id.to_string()))
+        .bind(email.link.as_ref().map(|l| l.notification_type.as_str()))
+        .bind(email.link.as_ref().is_some_and(|l| l.unless_read))
         .fetch_optional(&self.pool)
         .await
         .map_err(sql_error)?;
@@ -91,6 +101,15 @@ impl EmailStore for PgEmails {
     async fn get(&self, id: &str) -> Result<Option<EmailRecord>, StoreError> {
         let row = sqlx::query(&format!("SELECT {COLUMNS} FROM herald_emails WHERE id = $1"))
             .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(sql_error)?;
+        row.as_ref().map(record).transpose()
+    }
+
+    async fn by_key(&self, key: &str) -> Result<Option<EmailRecord>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM herald_emails WHERE idempotency_key = $1"))
+            .bind(key)
             .fetch_optional(&self.pool)
             .await
             .map_err(sql_error)?;
@@ -141,14 +160,14 @@ impl EmailStore for PgEmails {
             .bind(at.0),
             Settle::Retry { at, error } => sqlx::query(
                 "UPDATE herald_emails SET status = 'retrying', next_attempt_at = $2, last_error = $3, lease_until = NULL
-                 WHERE id = $1 AND status <> 'sent'",
+                 WHERE id = $1 AND status NOT IN ('sent', 'cancelled')",
             )
             .bind(id)
             .bind(at.0)
             .bind(error),
             Settle::DeadLetter { error } => sqlx::query(
                 "UPDATE herald_emails SET status = 'dead_lettered', last_error = $2, lease_until = NULL
-                 WHERE id = $1 AND status <> 'sent'",
+                 WHERE id = $1 AND status NOT IN ('sent', 'cancelled')",
             )
             .bind(id)
             .bind(error),
@@ -168,11 +187,117 @@ impl EmailStore for PgEmails {
         Ok(due.map(Timestamp))
     }
 
+    async fn cancel_unread(&self, user: &UserId, ids: Option<&[NotificationId]>) -> Result<u64, StoreError> {
+        let sql = "UPDATE herald_emails SET status = 'cancelled', cancel_reason = 'read', html = NULL, body_text = NULL
+                   WHERE user_id = $1 AND unless_read AND status IN ('queued', 'retrying')";
+        let done = match ids {
+            None => sqlx::query(sql).bind(user.as_str()).execute(&self.pool).await,
+            Some(ids) => {
+                let sql = format!("{sql} AND notification_id = ANY($2)");
+                let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+                sqlx::query(&sql).bind(user.as_str()).bind(ids).execute(&self.pool).await
+            }
+        };
+        Ok(done.map_err(sql_error)?.rows_affected())
+    }
+
     async fn health(&self) -> StoreHealth {
         super::health(&self.pool, &self.where_, false, "email outbox").await
     }
 
     async fn shutdown(&self) {
         self.pool.close().await;
+    }
+}
+
+#[async_trait]
+impl DirectoryStore for PgEmails {
+    async fn user(&self, user: &UserId) -> Result<Option<DirectoryEntry>, StoreError> {
+        let row: Option<(Option<String>, Option<String>, i64)> =
+            sqlx::query_as("SELECT email, display_name, updated_at FROM herald_directory WHERE user_id = $1")
+                .bind(user.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(sql_error)?;
+        Ok(row.map(|(email, display_name, at)| DirectoryEntry {
+            user_id: user.clone(),
+            email,
+            display_name,
+            updated_at: Timestamp(at),
+        }))
+    }
+
+    async fn put_user(&self, entry: DirectoryEntry) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO herald_directory (user_id, email, display_name, updated_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (user_id) DO UPDATE
+             SET email = excluded.email, display_name = excluded.display_name, updated_at = excluded.updated_at",
+        )
+        .bind(entry.user_id.as_str())
+        .bind(&entry.email)
+        .bind(&entry.display_name)
+        .bind(entry.updated_at.0)
+        .execute(&self.pool)
+        .await
+        .map_err(sql_error)?;
+        Ok(())
+    }
+
+    async fn delete_user(&self, user: &UserId) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM herald_directory WHERE user_id = $1")
+            .bind(user.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(sql_error)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn preferences(&self, user: &UserId) -> Result<Preferences, StoreError> {
+        let row: Option<(bool, Vec<String>, i64)> = sqlx::query_as(
+            "SELECT email_enabled, email_opt_out, updated_at FROM herald_preferences WHERE user_id = $1",
+        )
+        .bind(user.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(sql_error)?;
+        Ok(match row {
+            None => Preferences::default(),
+            Some((email_enabled, opt_out, at)) => Preferences {
+                email_enabled,
+                email_opt_out: opt_out.into_iter().collect(),
+                updated_at: Some(Timestamp(at)),
+            },
+        })
+    }
+
+    async fn set_preferences(&self, user: &UserId, preferences: &Preferences) -> Result<u64, StoreError> {
+        let opt_out: Vec<&str> = preferences.email_opt_out.iter().map(String::as_str).collect();
+        let mut tx = self.pool.begin().await.map_err(sql_error)?;
+        sqlx::query(
+            "INSERT INTO herald_preferences (user_id, email_enabled, email_opt_out, updated_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (user_id) DO UPDATE SET email_enabled = excluded.email_enabled,
+                 email_opt_out = excluded.email_opt_out, updated_at = excluded.updated_at",
+        )
+        .bind(user.as_str())
+        .bind(preferences.email_enabled)
+        .bind(&opt_out)
+        .bind(preferences.updated_at.unwrap_or_else(Timestamp::now).0)
+        .execute(&mut *tx)
+        .await
+        .map_err(sql_error)?;
+        let cancelled = sqlx::query(
+            "UPDATE herald_emails SET status = 'cancelled', cancel_reason = 'opted_out', html = NULL, body_text = NULL
+             WHERE user_id = $1 AND status IN ('queued', 'retrying')
+               AND (NOT $2 OR notification_type = ANY($3))",
+        )
+        .bind(user.as_str())
+        .bind(preferences.email_enabled)
+        .bind(&opt_out)
+        .execute(&mut *tx)
+        .await
+        .map_err(sql_error)?
+        .rows_affected();
+        tx.commit().await.map_err(sql_error)?;
+        Ok(cancelled)
     }
 }

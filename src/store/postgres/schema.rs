@@ -16,7 +16,8 @@
 //!   locale: cheaper in every index they lead, and right for opaque identifiers.
 //! - `herald_topics`, `herald_topic_events` and `herald_correlations` are the topic store's (see
 //!   [`super::topics`]): each topic's state, its bounded history, and chain transactions bound to topics.
-//! - `herald_emails` is the email channel's outbox (migration 5, see [`super::emails`]).
+//! - `herald_emails` is the email channel's outbox (migration 5, see [`super::emails`]); migration 6 ties
+//!   emails to notifications and adds `herald_directory` and `herald_preferences` (see `store::directory`).
 //! - `deliveries` records the first delivery of each notification, apart from it: a row appended, rather than
 //!   an update of the notification's (wide, freshly written, so rarely updatable in place) row, which a run
 //!   showed as most of the database's work under single publishes.
@@ -152,6 +153,33 @@ CREATE TABLE herald_emails (
     created_at      bigint NOT NULL
 );
 CREATE INDEX herald_emails_due ON herald_emails (next_attempt_at) WHERE status IN ('queued', 'retrying');
+"#,
+    ),
+    (
+        6,
+        "notification emails, user directory, preferences",
+        r#"
+-- A notification's email: whose, which notification, and whether reading it first cancels the email.
+ALTER TABLE herald_emails ADD COLUMN user_id text COLLATE "C",
+    ADD COLUMN notification_id text COLLATE "C",
+    ADD COLUMN notification_type text,
+    ADD COLUMN unless_read boolean NOT NULL DEFAULT false,
+    ADD COLUMN cancel_reason text;
+CREATE INDEX herald_emails_by_user ON herald_emails (user_id, notification_id)
+    WHERE user_id IS NOT NULL AND status IN ('queued', 'retrying');
+-- What Herald knows of a user beyond their id (see store/directory.rs).
+CREATE TABLE herald_directory (
+    user_id      text COLLATE "C" PRIMARY KEY,
+    email        text,
+    display_name text,
+    updated_at   bigint NOT NULL
+);
+CREATE TABLE herald_preferences (
+    user_id       text COLLATE "C" PRIMARY KEY,
+    email_enabled boolean NOT NULL,
+    email_opt_out text[] NOT NULL,
+    updated_at    bigint NOT NULL
+);
 "#,
     ),
 ];

@@ -12,14 +12,16 @@ use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
 use super::writer::sql_error;
 use crate::config::Synchronous;
-use crate::domain::Timestamp;
+use crate::domain::{NotificationId, Timestamp, UserId};
+use crate::store::directory::{DirectoryEntry, DirectoryStore, Preferences};
 use crate::store::emails::{millis, Claimed, EmailRecord, EmailStatus, EmailStore, Enqueued, NewEmail, Settle};
 use crate::store::{StoreError, StoreHealth};
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
-const SCHEMA: &str = r#"
-CREATE TABLE IF NOT EXISTS emails (
+/// Version 1: the outbox.
+const SCHEMA_1: &str = r#"
+CREATE TABLE emails (
     id              TEXT PRIMARY KEY,      -- a ULID
     kind            TEXT NOT NULL,
     recipient       TEXT NOT NULL,
@@ -36,11 +38,35 @@ CREATE TABLE IF NOT EXISTS emails (
     sent_at         INTEGER,
     created_at      INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS emails_due ON emails (next_attempt_at) WHERE status IN ('queued', 'retrying');
+CREATE INDEX emails_due ON emails (next_attempt_at) WHERE status IN ('queued', 'retrying');
 "#;
 
-const COLUMNS: &str =
-    "id, kind, recipient, status, attempts, next_attempt_at, last_error, sent_at, created_at, message_id";
+/// Version 2: notifications' emails (whose, which notification, cancelled when read), the user directory
+/// and preferences.
+const SCHEMA_2: &str = r#"
+ALTER TABLE emails ADD COLUMN user_id TEXT;
+ALTER TABLE emails ADD COLUMN notification_id TEXT;
+ALTER TABLE emails ADD COLUMN notification_type TEXT;
+ALTER TABLE emails ADD COLUMN unless_read INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE emails ADD COLUMN cancel_reason TEXT;
+CREATE INDEX emails_by_user ON emails (user_id, notification_id)
+    WHERE user_id IS NOT NULL AND status IN ('queued', 'retrying');
+CREATE TABLE directory (
+    user_id      TEXT PRIMARY KEY,
+    email        TEXT,
+    display_name TEXT,
+    updated_at   INTEGER NOT NULL
+);
+CREATE TABLE preferences (
+    user_id       TEXT PRIMARY KEY,
+    email_enabled INTEGER NOT NULL,
+    email_opt_out TEXT NOT NULL,            -- a JSON array of notification types
+    updated_at    INTEGER NOT NULL
+);
+"#;
+
+const COLUMNS: &str = "id, kind, recipient, status, attempts, next_attempt_at, last_error, sent_at, created_at, \
+                       message_id, user_id, notification_id, cancel_reason";
 
 /// `herald.emails.db` beside `herald.db`.
 pub fn emails_path(inbox: &Path) -> PathBuf {
@@ -71,8 +97,13 @@ impl SqliteEmails {
                 path.display()
             )));
         }
-        conn.execute_batch(SCHEMA).map_err(sql_error)?;
-        conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}")).map_err(sql_error)?;
+        // Each step and its version in one transaction: a crash leaves the file at one version or the next.
+        for (step, sql) in [(1, SCHEMA_1), (2, SCHEMA_2)] {
+            if version < step {
+                conn.execute_batch(&format!("BEGIN IMMEDIATE; {sql} PRAGMA user_version = {step}; COMMIT;"))
+                    .map_err(sql_error)?;
+            }
+        }
         conn.execute("UPDATE emails SET lease_until = NULL WHERE lease_until IS NOT NULL", []).map_err(sql_error)?;
         Ok(Self { conn: Arc::new(Mutex::new(conn)), path: path.to_owned() })
     }
@@ -106,6 +137,9 @@ fn record(row: &Row<'_>) -> rusqlite::Result<(EmailRecord, String)> {
             sent_at: row.get::<_, Option<i64>>(7)?.map(Timestamp),
             created_at: Timestamp(row.get(8)?),
             message_id: row.get(9)?,
+            user_id: row.get(10)?,
+            notification_id: row.get(11)?,
+            cancel_reason: row.get(12)?,
         },
         status,
     ))
@@ -144,10 +178,12 @@ impl EmailStore for SqliteEmails {
                     return Ok(Enqueued::Existing(found));
                 }
             }
+            let link = email.link.as_ref();
             tx.execute(
                 "INSERT INTO emails (id, kind, recipient, subject, html, body_text, message_id, idempotency_key,
-                                     status, attempts, next_attempt_at, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'queued', 0, ?9, ?9)",
+                                     status, attempts, next_attempt_at, created_at,
+                                     user_id, notification_id, notification_type, unless_read)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'queued', 0, ?9, ?10, ?11, ?12, ?13, ?14)",
                 params![
                     email.id,
                     email.kind,
@@ -157,7 +193,12 @@ impl EmailStore for SqliteEmails {
                     email.text,
                     email.message_id,
                     email.idempotency_key,
-                    email.created_at.0
+                    email.due_at.0,
+                    email.created_at.0,
+                    link.map(|l| l.user_id.as_str()),
+                    link.map(|l| l.notification_id.to_string()),
+                    link.map(|l| l.notification_type.as_str()),
+                    link.is_some_and(|l| l.unless_read),
                 ],
             )
             .map_err(sql_error)?;
@@ -171,6 +212,20 @@ impl EmailStore for SqliteEmails {
     async fn get(&self, id: &str) -> Result<Option<EmailRecord>, StoreError> {
         let id = id.to_owned();
         self.with(move |conn| by_id(conn, &id)).await
+    }
+
+    async fn by_key(&self, key: &str) -> Result<Option<EmailRecord>, StoreError> {
+        let key = key.to_owned();
+        self.with(move |conn| {
+            conn.prepare_cached(&format!("SELECT {COLUMNS} FROM emails WHERE idempotency_key = ?1"))
+                .map_err(sql_error)?
+                .query_row([key], record)
+                .optional()
+                .map_err(sql_error)?
+                .map(finish)
+                .transpose()
+        })
+        .await
     }
 
     async fn claim(&self, now: Timestamp, lease: Duration, limit: usize) -> Result<Vec<Claimed>, StoreError> {
@@ -222,12 +277,12 @@ impl EmailStore for SqliteEmails {
                 ),
                 Settle::Retry { at, error } => conn.execute(
                     "UPDATE emails SET status = 'retrying', next_attempt_at = ?2, last_error = ?3, lease_until = NULL
-                     WHERE id = ?1 AND status != 'sent'",
+                     WHERE id = ?1 AND status NOT IN ('sent', 'cancelled')",
                     params![id, at.0, error],
                 ),
                 Settle::DeadLetter { error } => conn.execute(
                     "UPDATE emails SET status = 'dead_lettered', last_error = ?2, lease_until = NULL
-                     WHERE id = ?1 AND status != 'sent'",
+                     WHERE id = ?1 AND status NOT IN ('sent', 'cancelled')",
                     params![id, error],
                 ),
             };
@@ -250,6 +305,33 @@ impl EmailStore for SqliteEmails {
         .await
     }
 
+    async fn cancel_unread(&self, user: &UserId, ids: Option<&[NotificationId]>) -> Result<u64, StoreError> {
+        let user = user.as_str().to_owned();
+        let ids: Option<Vec<String>> = ids.map(|ids| ids.iter().map(ToString::to_string).collect());
+        self.with(move |conn| {
+            let sql = "UPDATE emails SET status = 'cancelled', cancel_reason = 'read', html = NULL, body_text = NULL
+                       WHERE user_id = ?1 AND unless_read = 1 AND status IN ('queued', 'retrying')";
+            let changed = match ids {
+                None => conn.execute(sql, [&user]).map_err(sql_error)?,
+                Some(ids) => {
+                    let tx = conn.transaction().map_err(sql_error)?;
+                    let mut changed = 0;
+                    {
+                        let mut one =
+                            tx.prepare_cached(&format!("{sql} AND notification_id = ?2")).map_err(sql_error)?;
+                        for id in &ids {
+                            changed += one.execute(params![user, id]).map_err(sql_error)?;
+                        }
+                    }
+                    tx.commit().map_err(sql_error)?;
+                    changed
+                }
+            };
+            Ok(changed as u64)
+        })
+        .await
+    }
+
     async fn health(&self) -> StoreHealth {
         let path = self.path.display().to_string();
         match self.with(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(sql_error)).await {
@@ -259,4 +341,141 @@ impl EmailStore for SqliteEmails {
     }
 
     async fn shutdown(&self) {}
+}
+
+#[async_trait]
+impl DirectoryStore for SqliteEmails {
+    async fn user(&self, user: &UserId) -> Result<Option<DirectoryEntry>, StoreError> {
+        let user = user.clone();
+        self.with(move |conn| {
+            conn.prepare_cached("SELECT email, display_name, updated_at FROM directory WHERE user_id = ?1")
+                .map_err(sql_error)?
+                .query_row([user.as_str()], |r| {
+                    Ok(DirectoryEntry {
+                        user_id: user.clone(),
+                        email: r.get(0)?,
+                        display_name: r.get(1)?,
+                        updated_at: Timestamp(r.get(2)?),
+                    })
+                })
+                .optional()
+                .map_err(sql_error)
+        })
+        .await
+    }
+
+    async fn put_user(&self, entry: DirectoryEntry) -> Result<(), StoreError> {
+        self.with(move |conn| {
+            conn.execute(
+                "INSERT INTO directory (user_id, email, display_name, updated_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (user_id) DO UPDATE
+                 SET email = excluded.email, display_name = excluded.display_name, updated_at = excluded.updated_at",
+                params![entry.user_id.as_str(), entry.email, entry.display_name, entry.updated_at.0],
+            )
+            .map(drop)
+            .map_err(sql_error)
+        })
+        .await
+    }
+
+    async fn delete_user(&self, user: &UserId) -> Result<bool, StoreError> {
+        let user = user.as_str().to_owned();
+        self.with(move |conn| {
+            conn.execute("DELETE FROM directory WHERE user_id = ?1", [user]).map(|n| n > 0).map_err(sql_error)
+        })
+        .await
+    }
+
+    async fn preferences(&self, user: &UserId) -> Result<Preferences, StoreError> {
+        let user = user.as_str().to_owned();
+        self.with(move |conn| {
+            let row: Option<(bool, String, i64)> = conn
+                .prepare_cached("SELECT email_enabled, email_opt_out, updated_at FROM preferences WHERE user_id = ?1")
+                .map_err(sql_error)?
+                .query_row([user], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .optional()
+                .map_err(sql_error)?;
+            match row {
+                None => Ok(Preferences::default()),
+                Some((email_enabled, opt_out, at)) => Ok(Preferences {
+                    email_enabled,
+                    email_opt_out: serde_json::from_str(&opt_out)
+                        .map_err(|e| StoreError::Internal(format!("stored preferences are not a list: {e}")))?,
+                    updated_at: Some(Timestamp(at)),
+                }),
+            }
+        })
+        .await
+    }
+
+    async fn set_preferences(&self, user: &UserId, preferences: &Preferences) -> Result<u64, StoreError> {
+        let user = user.as_str().to_owned();
+        let preferences = preferences.clone();
+        self.with(move |conn| {
+            let opt_out = serde_json::to_string(&preferences.email_opt_out)
+                .map_err(|e| StoreError::Internal(format!("encoding preferences: {e}")))?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql_error)?;
+            tx.execute(
+                "INSERT INTO preferences (user_id, email_enabled, email_opt_out, updated_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (user_id) DO UPDATE SET email_enabled = excluded.email_enabled,
+                     email_opt_out = excluded.email_opt_out, updated_at = excluded.updated_at",
+                params![
+                    user,
+                    preferences.email_enabled,
+                    opt_out,
+                    preferences.updated_at.unwrap_or_else(Timestamp::now).0
+                ],
+            )
+            .map_err(sql_error)?;
+            let cancelled = tx
+                .execute(
+                    "UPDATE emails SET status = 'cancelled', cancel_reason = 'opted_out', html = NULL, body_text = NULL
+                     WHERE user_id = ?1 AND status IN ('queued', 'retrying')
+                       AND (?2 = 0 OR notification_type IN (SELECT value FROM json_each(?3)))",
+                    params![user, preferences.email_enabled, opt_out],
+                )
+                .map_err(sql_error)?;
+            tx.commit().map_err(sql_error)?;
+            Ok(cancelled as u64)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file written by the first version (the outbox alone) is upgraded in place, its emails kept.
+    #[tokio::test]
+    async fn a_version_1_file_is_upgraded_with_its_emails() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("herald.emails.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(SCHEMA_1).unwrap();
+            conn.execute_batch("PRAGMA user_version = 1").unwrap();
+            conn.execute(
+                "INSERT INTO emails (id, kind, recipient, subject, html, body_text, message_id, status,
+                                     next_attempt_at, created_at)
+                 VALUES ('01J00000000000000000000000', 'welcome-message', 'a@example.org', 's', 'h', 't', '<m>',
+                         'queued', 1, 1)",
+                [],
+            )
+            .unwrap();
+        }
+        let store = SqliteEmails::open(&path, Synchronous::Normal, Duration::from_secs(1)).unwrap();
+        let old = store.get("01J00000000000000000000000").await.unwrap().expect("the old email");
+        assert_eq!((old.status, old.user_id, old.cancel_reason), (EmailStatus::Queued, None, None));
+        let user = UserId::parse("ana").unwrap();
+        assert_eq!(store.cancel_unread(&user, None).await.unwrap(), 0, "an email of no notification stays");
+        assert_eq!(store.preferences(&user).await.unwrap(), Preferences::default());
+        drop(store);
+        let conn = Connection::open(&path).unwrap();
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        // And opening it again is a no-op.
+        drop(conn);
+        SqliteEmails::open(&path, Synchronous::Normal, Duration::from_secs(1)).unwrap();
+    }
 }

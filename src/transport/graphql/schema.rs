@@ -292,14 +292,14 @@ impl Mutation {
                     .map_err(|_| error("invalid_request", format!("{:?} is not a notification id", id.as_str())))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let outcome = state(ctx)?.store.mark_read(&user.id, ids).await.map_err(store_error)?;
+        let outcome = state(ctx)?.mark_read(&user.id, ids).await.map_err(store_error)?;
         Ok(outcome.found.iter().map(NotificationItem::from).collect())
     }
 
     /// Marks every notification of the caller read; returns how many changed.
     async fn mark_all_read(&self, ctx: &Context<'_>) -> async_graphql::Result<u64> {
         let user = user(ctx)?;
-        state(ctx)?.store.mark_all_read(&user.id).await.map_err(store_error)
+        state(ctx)?.mark_all_read(&user.id).await.map_err(store_error)
     }
 }
 

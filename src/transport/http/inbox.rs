@@ -92,12 +92,12 @@ pub async fn mark_read(
 ) -> Result<Response, ApiError> {
     // An id that does not parse cannot name anything the user owns: the same 404 as an unknown id.
     let id = NotificationId::parse(&id).map_err(|_| ApiError::NotFound("no such notification"))?;
-    let outcome = state.store.mark_read(&user.id, vec![id]).await?;
+    let outcome = state.mark_read(&user.id, vec![id]).await?;
     let notification = outcome.found.into_iter().next().ok_or(ApiError::NotFound("no such notification"))?;
     Ok(axum::Json(notification).into_response())
 }
 
 pub async fn mark_all_read(State(state): State<AppState>, AuthUser(user): AuthUser) -> Result<Response, ApiError> {
-    let updated = state.store.mark_all_read(&user.id).await?;
+    let updated = state.mark_all_read(&user.id).await?;
     Ok(axum::Json(serde_json::json!({ "updated": updated })).into_response())
 }

@@ -2,6 +2,7 @@
 
 pub mod extract;
 pub mod inbox;
+pub mod preferences;
 mod presence;
 mod system;
 pub mod topics;
@@ -28,6 +29,8 @@ pub fn routes(state: AppState) -> Router {
         .route("/api/v1/notifications/{id}/read", post(inbox::mark_read))
         .route("/api/v1/openapi.json", get(system::openapi))
         .route("/api/v1/users/{id}/presence", get(presence::presence))
+        .route("/api/v1/users/{id}", get(ingest::users::get).put(ingest::users::put).delete(ingest::users::delete))
+        .route("/api/v1/preferences", get(preferences::get).put(preferences::put))
         .route("/health", get(system::health))
         .route("/metrics", get(system::metrics))
         .route("/api/v1/topics/events/batch", post(ingest::topics::publish_batch))

@@ -173,8 +173,8 @@ impl Session {
         let result = match request {
             Ok(ClientFrame::Ping) => return self.send(protocol::pong()).await.err().unwrap_or(Flow::Continue),
             // The read events come back through the hub to every connection of the user, this one included.
-            Ok(ClientFrame::MarkRead { ids }) => self.state.store.mark_read(&self.user.id, ids).await.map(drop),
-            Ok(ClientFrame::MarkAllRead) => self.state.store.mark_all_read(&self.user.id).await.map(drop),
+            Ok(ClientFrame::MarkRead { ids }) => self.state.mark_read(&self.user.id, ids).await.map(drop),
+            Ok(ClientFrame::MarkAllRead) => self.state.mark_all_read(&self.user.id).await.map(drop),
             Ok(ClientFrame::Subscribe { topic, since }) => return Box::pin(self.subscribe(topic, since)).await,
             Ok(ClientFrame::Unsubscribe { topic }) => {
                 if let Some(watching) = self.watching.as_mut() {

@@ -5,6 +5,7 @@
 //! status. Requests come from `POST /api/v1/emails` and the `email_queue` consumer; `herald email types`
 //! and `herald email preview` show the templates.
 
+pub mod notifications;
 pub mod request;
 pub mod sender;
 pub mod smtp;
@@ -23,6 +24,7 @@ pub use templates::{Catalog, EmailType, Origin, Rendered, TemplateError};
 use crate::config::amqp::RetryPolicy;
 use crate::config::SmtpSettings;
 use crate::domain::Timestamp;
+use crate::store::directory::DirectoryStore;
 use crate::store::emails::{EmailStore, Enqueued};
 use crate::store::StoreError;
 use sender::{Sender, SmtpState};
@@ -40,6 +42,8 @@ pub enum SubmitError {
 pub struct EmailChannel {
     composer: Composer,
     store: Arc<dyn EmailStore>,
+    /// Recipients and preferences, for notifications' emails.
+    directory: Arc<dyn DirectoryStore>,
     wake: Arc<Notify>,
     smtp: Arc<SmtpState>,
     stop: CancellationToken,
@@ -54,6 +58,7 @@ impl EmailChannel {
         retry: RetryPolicy,
         catalog: Catalog,
         store: Arc<dyn EmailStore>,
+        directory: Arc<dyn DirectoryStore>,
     ) -> Result<Self, smtp::SetupError> {
         let mailer = Arc::new(Mailer::new(settings)?);
         let composer = Composer::new(catalog, mailer.from());
@@ -83,7 +88,7 @@ impl EmailChannel {
             lease: (settings.timeout * 6).max(Duration::from_secs(120)),
         });
         let handle = tokio::spawn(sender.run(stop.child_token()));
-        Ok(Self { composer, store, wake, smtp, stop, sender: Mutex::new(Some(handle)) })
+        Ok(Self { composer, store, directory, wake, smtp, stop, sender: Mutex::new(Some(handle)) })
     }
 
     /// Checks, renders and stores one request (committed when this returns), and wakes the sender.

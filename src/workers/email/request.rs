@@ -97,6 +97,8 @@ impl Composer {
             text: rendered.text,
             idempotency_key,
             created_at: now,
+            due_at: now,
+            link: None,
         })
     }
 }
@@ -110,6 +112,11 @@ fn recipient(to: Option<&str>, data: &Value) -> Result<String, RequestError> {
             _ => return Err(RequestError::Recipient("no recipient: set \"to\", or data.email".into())),
         },
     };
+    check_address(text)
+}
+
+/// One mailbox (`a@b` or `Name <a@b>`), checked and written back in its normal form.
+pub fn check_address(text: &str) -> Result<String, RequestError> {
     if text.len() > 320 {
         return Err(RequestError::Recipient("the recipient is longer than 320 bytes".into()));
     }

@@ -1,8 +1,8 @@
 //! Email types: each a subject, an HTML and a plain-text template (minijinja), and the variables a request
 //! must carry for it.
 //!
-//! Seven types are built in (the social platform's: account creation, welcome, and five verification
-//! codes), their templates compiled into the binary; their HTML parts extend one `layout.html` (the frame,
+//! Eight types are built in (the social platform's seven: account creation, welcome, and five verification
+//! codes; and `notification`, for notifications that go by email), their templates compiled into the binary; their HTML parts extend one `layout.html` (the frame,
 //! with `content` and `footer` blocks). A templates directory (`HERALD_EMAIL_TEMPLATES`) overrides them and
 //! adds types without a rebuild: for a type `T`, `T.html`, `T.txt` and `T.toml` (`subject = "…"`,
 //! `required = ["…"]`), and `layout.html` for the frame. An override may replace any of the three; a new
@@ -52,6 +52,9 @@ const BUILT_IN: &[BuiltIn] = &[
     built_in!("username-change-verify", "Confirm your new username", ["email", "otpCode"]),
     built_in!("email-change-verify", "Confirm you want to change your email address", ["email", "otpCode"]),
     built_in!("new-email-change-verify", "Confirm your new email address", ["email", "otpCode"]),
+    // The generic template of a notification that asks for the email channel and names no template of its
+    // own: `notification` (id, type, title, message, data, created_at) and `user` (id, email, display_name).
+    built_in!("notification", "{{ notification.title or \"You have a new notification\" }}", ["notification"]),
 ];
 
 /// Why an email cannot be rendered. Every one is the request's or the template's fault, so sending it again
@@ -271,9 +274,13 @@ mod tests {
     #[test]
     fn every_built_in_type_renders_both_parts_and_a_subject() {
         let catalog = Catalog::load(None).unwrap();
-        assert_eq!(catalog.types().count(), 7);
+        assert_eq!(catalog.types().count(), 8);
+        let user = json!({"id": "ana", "email": "ana@example.com", "display_name": "Ana"});
+        let notification = json!({"type": "t", "title": "For ana@example.com", "message": null});
         for ty in catalog.types() {
-            let email = catalog.render(&ty.name, &json!({"email": "ana@example.com", "otpCode": "482913"})).unwrap();
+            let vars =
+                json!({"email": "ana@example.com", "otpCode": "482913", "notification": notification, "user": user});
+            let email = catalog.render(&ty.name, &vars).unwrap();
             assert!(!email.subject.is_empty() && !email.subject.contains('\n'), "{}", ty.name);
             assert!(email.html.contains("ana@example.com") && email.text.contains("ana@example.com"), "{}", ty.name);
             if ty.required.iter().any(|v| v == "otpCode") {
@@ -317,7 +324,7 @@ mod tests {
         write("invoice.txt", "Invoice {{ number }}");
         write("notes.md", "ignored");
         let catalog = Catalog::load(Some(dir.path())).unwrap();
-        assert_eq!(catalog.types().count(), 8);
+        assert_eq!(catalog.types().count(), 9);
         let welcome = catalog.render("welcome-message", &json!({"email": "a@e.com", "name": "Ana"})).unwrap();
         // The subject is folded onto one line: a variable or a template cannot add a header.
         assert_eq!(welcome.subject, "Hello Ana Bcc: evil@e.com");

@@ -111,17 +111,33 @@ async fn consumer_metrics_reach_prometheus_and_dogstatsd() {
             && l.contains("queue:herald.notifications")
             && !l.starts_with("herald_amqp_messages_total:0|")
     };
+    // And the metrics the NestJS services reported, under their names and tags (durations in ms).
+    let nest_consumed =
+        |l: &&str| l.starts_with("queue.message.consumed:1|c|") && l.contains("queue_name:herald.notifications");
+    let nest_duration = |l: &&str| {
+        l.starts_with("queue.message.processing.duration:") && l.contains("|d|") && l.contains("queue_name:")
+    };
+    let nest_created = |l: &&str| l.starts_with("notification.created:1|c|") && l.contains("status:success");
     let mut seen = String::new();
     let mut buf = vec![0u8; 65_536];
     let deadline = tokio::time::Instant::now() + WAIT;
-    while !seen.lines().any(|l| wanted(&l)) {
+    let all = |seen: &str| {
+        [&wanted as &dyn Fn(&&str) -> bool, &nest_consumed, &nest_duration, &nest_created]
+            .iter()
+            .all(|want| seen.lines().any(|l| want(&l)))
+    };
+    while !all(&seen) {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         let Ok(Ok(n)) = tokio::time::timeout(left.max(Duration::from_millis(1)), statsd.recv(&mut buf)).await else {
-            panic!("no DogStatsD line for herald_amqp_messages_total within {WAIT:?}; got:\n{seen}");
+            panic!("not every DogStatsD line wanted arrived within {WAIT:?}; got:\n{seen}");
         };
         seen.push_str(&String::from_utf8_lossy(&buf[..n]));
         seen.push('\n');
     }
     let line = seen.lines().find(wanted).unwrap_or_default();
     assert!(line.starts_with("herald_amqp_messages_total:1|c|"), "{line}");
+    assert!(
+        !seen.lines().any(|l| l.starts_with("herald_amqp_messages_total:") && l.contains("outcome:consumed")),
+        "consumed goes by its NestJS name alone: {seen}"
+    );
 }

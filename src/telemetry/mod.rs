@@ -1,5 +1,7 @@
 //! Logs and metrics: the `tracing` subscriber, the Prometheus recorder, and the hot-path metric handles.
 
+mod nest;
+
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -56,7 +58,8 @@ pub fn metrics() -> &'static Metrics {
 }
 
 /// Installs the global recorder: Prometheus (served at `/metrics`), and with `statsd` the same metrics sent
-/// as DogStatsD over UDP too (the `metrics` ecosystem's exporter, behind a fanout). Call once, before any
+/// as DogStatsD over UDP too (the `metrics` ecosystem's exporter, behind a fanout; under the NestJS
+/// services' names where they had one, see `nest`). Call once, before any
 /// metric is touched.
 pub fn install_metrics(statsd: Option<std::net::SocketAddr>) -> anyhow::Result<PrometheusHandle> {
     let latency = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
@@ -78,8 +81,11 @@ pub fn install_metrics(statsd: Option<std::net::SocketAddr>) -> anyhow::Result<P
                 .with_remote_address(addr.to_string())?
                 .send_histograms_as_distributions(true)
                 .build()?;
-            let fanout =
-                metrics_util::layers::FanoutBuilder::default().add_recorder(prometheus).add_recorder(dogstatsd).build();
+            // DogStatsD gets the NestJS services' names where they had one (`nest`), Prometheus Herald's.
+            let fanout = metrics_util::layers::FanoutBuilder::default()
+                .add_recorder(prometheus)
+                .add_recorder(nest::NestNames(dogstatsd))
+                .build();
             metrics::set_global_recorder(fanout)
                 .map_err(|_| anyhow::anyhow!("a metrics recorder is already installed"))?;
             tracing::info!(%addr, "sending metrics as DogStatsD too");
