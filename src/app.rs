@@ -140,6 +140,10 @@ impl Application {
             tokio::spawn(broker::topic_pump(topic_feed_rx, broker.clone(), mirror.clone(), namespaces.clone()));
 
         let (outbox, directory) = open_outbox(&settings).await?;
+        let sync = match &settings.sync {
+            None => None,
+            Some(sync) => Some(Arc::new(start_sync(sync, directory.clone())?)),
+        };
         let email = match &settings.smtp {
             None => None,
             Some(smtp) => Some(Arc::new(start_email(&settings, smtp, outbox, directory.clone())?)),
@@ -171,6 +175,7 @@ impl Application {
                     namespaces: namespaces.clone(),
                     finder: Arc::new(finder),
                     email: email.clone(),
+                    sync: sync.clone(),
                 };
                 Some(Arc::new(Consumers::start(amqp, &sinks)))
             }
@@ -185,6 +190,7 @@ impl Application {
             amqp,
             email,
             directory,
+            sync,
             mirror,
             auth: Arc::new(auth),
             ws: Arc::new(settings.ws.clone()),
@@ -311,6 +317,43 @@ async fn open_outbox(
             (store.clone(), store)
         }
     })
+}
+
+/// The user-sync worker: the graph database's client (lazy: a database that is down is reported in
+/// `/health` and retried by the consumer, never a refusal to start), whose index and uniqueness constraint
+/// are made in the background once it answers.
+fn start_sync(
+    sync: &crate::config::SyncSettings,
+    directory: Arc<dyn crate::store::directory::DirectoryStore>,
+) -> anyhow::Result<crate::workers::sync::UserSync> {
+    use crate::workers::sync::graph::GraphSink;
+    let graph = Arc::new(
+        crate::workers::sync::falkordb::FalkorGraph::new(sync.graph_url.expose(), &sync.graph_name)
+            .context("setting up the graph database client")?,
+    );
+    {
+        let graph = graph.clone();
+        tokio::spawn(async move {
+            let mut wait = std::time::Duration::from_millis(200);
+            loop {
+                match graph.prepare().await {
+                    Ok(()) => {
+                        tracing::info!("graph database ready: index and uniqueness constraint on User.user_id");
+                        return;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "graph database not ready; trying again"),
+                }
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(std::time::Duration::from_secs(30));
+            }
+        });
+    }
+    tracing::info!(
+        url = crate::config::amqp::redact_url(sync.graph_url.expose()),
+        graph = sync.graph_name,
+        "user sync on"
+    );
+    Ok(crate::workers::sync::UserSync::new(graph, directory, sync.fields.clone()))
 }
 
 /// Loads the templates and starts the sender.

@@ -56,6 +56,11 @@ pub enum ApiError {
     InvalidEmail { code: &'static str, message: String },
     #[error("the email channel is off: no SMTP server is configured (HERALD_SMTP_HOST)")]
     EmailDisabled,
+    #[error("user sync is off: no graph database is configured (HERALD_GRAPH_URL)")]
+    SyncDisabled,
+    /// The graph database cannot be reached (or refused the write).
+    #[error("{0}")]
+    GraphUnavailable(String),
     #[error("{0}")]
     Store(#[from] StoreError),
 }
@@ -73,9 +78,11 @@ impl ApiError {
             ApiError::InvalidJson(_) | ApiError::InvalidQuery(_) => StatusCode::BAD_REQUEST,
             ApiError::InvalidRequest { .. } | ApiError::BatchTooLarge { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::AtCapacity | ApiError::BrokerUnavailable(_) | ApiError::EmailDisabled => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::AtCapacity
+            | ApiError::BrokerUnavailable(_)
+            | ApiError::EmailDisabled
+            | ApiError::SyncDisabled
+            | ApiError::GraphUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::InvalidEmail { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooManyConnections(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
@@ -99,6 +106,8 @@ impl ApiError {
             ApiError::BrokerUnavailable(_) => "broker_unavailable",
             ApiError::InvalidEmail { code, .. } => code,
             ApiError::EmailDisabled => "email_disabled",
+            ApiError::SyncDisabled => "sync_disabled",
+            ApiError::GraphUnavailable(_) => "graph_unavailable",
             ApiError::TooManyConnections(_) => "too_many_connections",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::InvalidTransition { .. } => "invalid_transition",

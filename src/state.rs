@@ -52,6 +52,8 @@ pub struct Shared {
     pub email: Option<Arc<crate::workers::email::EmailChannel>>,
     /// What Herald knows of users (email, display name) and their preferences.
     pub directory: Arc<dyn DirectoryStore>,
+    /// The user-sync worker, when a graph database is configured.
+    pub sync: Option<Arc<crate::workers::sync::UserSync>>,
     /// The copy of topic statuses in Redis, when Redis is configured.
     pub mirror: Option<Arc<RedisMirror>>,
     pub auth: Arc<Authenticator>,

@@ -1,4 +1,4 @@
-//! The command line: `herald serve`, `herald token` and `herald dlq`.
+//! The command line: `herald serve`, `herald token`, `herald dlq`, `herald email`, `herald sync` and the rest.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -14,6 +14,7 @@ use crate::domain::UserId;
 use crate::telemetry;
 
 mod dlq;
+mod sync;
 
 #[derive(Parser)]
 #[command(name = "herald", version, about = "A real-time notification hub")]
@@ -37,6 +38,33 @@ enum Command {
     Migrate(MigrateArgs),
     /// The email types: list them with their variables, or render one to stdout.
     Email(EmailArgs),
+    /// User sync: compare the graph database with a source export, and repair it.
+    Sync(SyncArgs),
+}
+
+#[derive(Args)]
+struct SyncArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    #[command(subcommand)]
+    action: SyncAction,
+}
+
+#[derive(Subcommand)]
+enum SyncAction {
+    /// Compare the graph with a source export (one user document a line) and print the differences: users
+    /// missing from the graph, only in it, or with different profile fields. Exits 1 while any remain.
+    Verify {
+        /// The export: JSON lines, one user document each (as `mongoexport` writes them).
+        #[arg(long, value_name = "FILE")]
+        from: PathBuf,
+        /// Repair what differs: create the missing users, update the different ones.
+        #[arg(long)]
+        fix: bool,
+        /// Also remove the users only the graph has (an export may be partial, so only when asked).
+        #[arg(long)]
+        delete_extra: bool,
+    },
 }
 
 #[derive(Args)]
@@ -183,6 +211,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Migrate(args) => migrate(args).await,
         Command::Email(args) => email(args),
+        Command::Sync(args) => {
+            let settings = settings(&args.config, Layer::default())?;
+            let SyncAction::Verify { from, fix, delete_extra } = args.action;
+            if !sync::verify(settings, sync::VerifyArgs { from, fix, delete_extra }).await? {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
     }
 }
 

@@ -146,6 +146,9 @@ pub enum Shape {
     /// An email request for the email channel: `{"type","data","to"?,"idempotency_key"?}`, or the NestJS
     /// form `{"pattern": "email_request", "data": {"type","data"}}` (see `ingest::amqp::emails`).
     Email { pattern: String },
+    /// A user profile change for the user-sync worker: NestJS `{"pattern": "create_user_request" |
+    /// "update_user_request", "data": {…user}}` (see `ingest::amqp::sync`).
+    UserSync,
 }
 
 /// Where a chain event's parts are, and what it does to the intent's topic.
@@ -192,7 +195,7 @@ fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
 
 /// The consumers that run when only the URL is configured: the three notification shapes, the minting
 /// system's chain events, and with the email channel on, the durable `email_queue`. The README lists them.
-pub fn default_consumers(email_enabled: bool) -> Vec<ConsumerLayer> {
+pub fn default_consumers(email_enabled: bool, sync_enabled: bool) -> Vec<ConsumerLayer> {
     let targets = [
         ("RefundStatusChanged", "user_id"),
         ("refund_status_changed", "user_id"),
@@ -231,13 +234,20 @@ pub fn default_consumers(email_enabled: bool) -> Vec<ConsumerLayer> {
             ..ConsumerLayer::default()
         });
     }
+    if sync_enabled {
+        defaults.push(ConsumerLayer {
+            queue: "neo4j_sync_queue".into(),
+            shape: Some("user_sync".into()),
+            ..ConsumerLayer::default()
+        });
+    }
     defaults
 }
 
 /// Checks the `[amqp]` layer; `None` when no URL is configured (then no consumer runs, and configured
 /// consumers without a URL are an error). `email_enabled`: an SMTP server is configured, so the defaults
 /// include `email_queue` and an `email` consumer may be configured.
-pub fn resolve(layer: AmqpLayer, email_enabled: bool) -> Result<Option<AmqpSettings>, ConfigError> {
+pub fn resolve(layer: AmqpLayer, email_enabled: bool, sync_enabled: bool) -> Result<Option<AmqpSettings>, ConfigError> {
     let Some(url) = layer.url.filter(|u| !u.trim().is_empty()) else {
         if layer.consumers.is_some_and(|c| !c.is_empty()) {
             return Err(invalid("amqp.url", "[[amqp.consumers]] are configured but no broker URL is"));
@@ -255,10 +265,11 @@ pub fn resolve(layer: AmqpLayer, email_enabled: bool) -> Result<Option<AmqpSetti
     if url.parse::<lapin::uri::AMQPUri>().is_err() {
         return Err(invalid("amqp.url", "not a valid AMQP URL (amqp://user:password@host:port/vhost)"));
     }
-    let layers = layer.consumers.filter(|c| !c.is_empty()).unwrap_or_else(|| default_consumers(email_enabled));
+    let layers =
+        layer.consumers.filter(|c| !c.is_empty()).unwrap_or_else(|| default_consumers(email_enabled, sync_enabled));
     let mut consumers = Vec::with_capacity(layers.len());
     for consumer in layers {
-        let resolved = resolve_consumer(consumer, email_enabled)?;
+        let resolved = resolve_consumer(consumer, email_enabled, sync_enabled)?;
         if consumers.iter().any(|c: &ConsumerSettings| c.queue == resolved.queue) {
             return Err(invalid("amqp.consumers", format!("queue {:?} is consumed twice", resolved.queue)));
         }
@@ -267,7 +278,11 @@ pub fn resolve(layer: AmqpLayer, email_enabled: bool) -> Result<Option<AmqpSetti
     Ok(Some(AmqpSettings { url: Secret::new(url), consumers }))
 }
 
-fn resolve_consumer(layer: ConsumerLayer, email_enabled: bool) -> Result<ConsumerSettings, ConfigError> {
+fn resolve_consumer(
+    layer: ConsumerLayer,
+    email_enabled: bool,
+    sync_enabled: bool,
+) -> Result<ConsumerSettings, ConfigError> {
     let queue = layer.queue;
     let key = "amqp.consumers";
     let named = |message: String| invalid(key, format!("queue {queue:?}: {message}"));
@@ -339,7 +354,11 @@ fn resolve_consumer(layer: ConsumerLayer, email_enabled: bool) -> Result<Consume
             return Err(named("an email consumer needs the email channel: set smtp_host (HERALD_SMTP_HOST)".into()))
         }
         "email" => Shape::Email { pattern: layer.pattern.unwrap_or_else(|| "email_request".into()) },
-        other => return Err(named(format!("shape {other:?} is not plain, nestjs, typed, chain or email"))),
+        "user_sync" if !sync_enabled => {
+            return Err(named("a user_sync consumer needs the graph database: set graph_url (HERALD_GRAPH_URL)".into()))
+        }
+        "user_sync" => Shape::UserSync,
+        other => return Err(named(format!("shape {other:?} is not plain, nestjs, typed, chain, email or user_sync"))),
     };
     let retry = resolve_retry(layer.retry.unwrap_or_default()).map_err(named)?;
     Ok(ConsumerSettings {
@@ -447,7 +466,7 @@ mod tests {
 
     #[test]
     fn a_url_alone_gives_the_four_defaults() {
-        let s = resolve(AmqpLayer { url: url(), consumers: None }, false).unwrap().unwrap();
+        let s = resolve(AmqpLayer { url: url(), consumers: None }, false, false).unwrap().unwrap();
         let queues: Vec<_> = s.consumers.iter().map(|c| c.queue.as_str()).collect();
         assert_eq!(queues, ["ws.broadcast.queue", "notification_queue", "herald.notifications", "herald.mints"]);
         let mints = &s.consumers[3];
@@ -478,16 +497,16 @@ mod tests {
 
     #[test]
     fn no_url_means_no_consumers() {
-        assert!(resolve(AmqpLayer::default(), false).unwrap().is_none());
+        assert!(resolve(AmqpLayer::default(), false, false).unwrap().is_none());
         let orphan =
             AmqpLayer { url: None, consumers: Some(vec![ConsumerLayer { queue: "q".into(), ..Default::default() }]) };
-        assert!(resolve(orphan, false).unwrap_err().to_string().contains("no broker URL"));
+        assert!(resolve(orphan, false, false).unwrap_err().to_string().contains("no broker URL"));
     }
 
     #[test]
     fn bad_consumers_are_named() {
         let bad = |c: ConsumerLayer| {
-            resolve(AmqpLayer { url: url(), consumers: Some(vec![c]) }, false).unwrap_err().to_string()
+            resolve(AmqpLayer { url: url(), consumers: Some(vec![c]) }, false, false).unwrap_err().to_string()
         };
         let err = bad(ConsumerLayer { queue: "q1".into(), shape: Some("typed".into()), ..Default::default() });
         assert!(err.contains("q1") && err.contains("targets"), "{err}");
@@ -497,7 +516,8 @@ mod tests {
         let err = bad(ConsumerLayer { queue: "q3".into(), retry: Some(retry), ..Default::default() });
         assert!(err.contains("attempts"), "{err}");
         for url in ["http://x", "amqps://h/v", "amqp://h:notaport/v"] {
-            let err = resolve(AmqpLayer { url: Some(url.into()), consumers: None }, false).unwrap_err().to_string();
+            let err =
+                resolve(AmqpLayer { url: Some(url.into()), consumers: None }, false, false).unwrap_err().to_string();
             assert!(err.contains("HERALD_AMQP_URL"), "{url}: {err}");
         }
         let err = bad(ConsumerLayer { queue: "q4".into(), consumer_tag: Some("t".repeat(300)), ..Default::default() });

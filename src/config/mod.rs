@@ -8,6 +8,7 @@ pub mod amqp;
 pub mod correlation;
 pub mod email;
 mod secret;
+pub mod sync;
 pub mod topics;
 mod urls;
 
@@ -22,6 +23,7 @@ pub use amqp::AmqpSettings;
 pub use correlation::CorrelationSettings;
 pub use email::{SmtpSettings, SmtpTls};
 pub use secret::{load_or_generate, Secret, StoredSecret};
+pub use sync::SyncSettings;
 pub use topics::TopicSettings;
 pub use urls::BrokerUrl;
 use urls::{cluster_word, generated_node_id, parse_broker, parse_database_url, parse_redis_url};
@@ -85,6 +87,9 @@ pub struct Layer {
     pub email_attempts: Option<u32>,
     pub email_retry_initial_ms: Option<u64>,
     pub email_retry_max_ms: Option<u64>,
+    pub graph_url: Option<String>,
+    pub graph_name: Option<String>,
+    pub sync: Option<sync::SyncLayer>,
     pub amqp: Option<amqp::AmqpLayer>,
     pub topics: Option<topics::TopicsLayer>,
 }
@@ -140,6 +145,9 @@ const VARIABLES: &[(&str, &str)] = &[
     ("email_attempts", "HERALD_EMAIL_ATTEMPTS"),
     ("email_retry_initial_ms", "HERALD_EMAIL_RETRY_INITIAL_MS"),
     ("email_retry_max_ms", "HERALD_EMAIL_RETRY_MAX_MS"),
+    ("graph_url", "HERALD_GRAPH_URL"),
+    ("graph_name", "HERALD_GRAPH_NAME"),
+    ("sync_fields", "HERALD_SYNC_FIELDS"),
     ("amqp.url", "HERALD_AMQP_URL"),
 ];
 
@@ -229,6 +237,9 @@ impl Layer {
             "email_attempts" => self.email_attempts = Some(number(key, value)?),
             "email_retry_initial_ms" => self.email_retry_initial_ms = Some(number(key, value)?),
             "email_retry_max_ms" => self.email_retry_max_ms = Some(number(key, value)?),
+            "graph_url" => self.graph_url = text,
+            "graph_name" => self.graph_name = text,
+            "sync_fields" => self.sync = Some(sync::SyncLayer { fields: Some(sync::parse_fields(value)?) }),
             "amqp.url" => self.amqp.get_or_insert_with(Default::default).url = text,
             _ => return Err(invalid(key, "not a configuration key")),
         }
@@ -280,6 +291,9 @@ impl Layer {
             email_attempts: self.email_attempts.or(lower.email_attempts),
             email_retry_initial_ms: self.email_retry_initial_ms.or(lower.email_retry_initial_ms),
             email_retry_max_ms: self.email_retry_max_ms.or(lower.email_retry_max_ms),
+            graph_url: self.graph_url.or(lower.graph_url),
+            graph_name: self.graph_name.or(lower.graph_name),
+            sync: self.sync.or(lower.sync),
             amqp: match (self.amqp, lower.amqp) {
                 (Some(upper), Some(lower)) => Some(amqp::AmqpLayer {
                     url: upper.url.or(lower.url),
@@ -387,6 +401,8 @@ pub struct Settings {
     pub smtp: Option<SmtpSettings>,
     /// How a failed send is retried (attempts in all, the first included).
     pub email_retry: amqp::RetryPolicy,
+    /// The graph database user profiles are mirrored into; `None`: the user-sync worker is off.
+    pub sync: Option<SyncSettings>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8004";
@@ -395,6 +411,7 @@ impl Settings {
     /// Checks a merged layer into settings.
     pub fn resolve(layer: Layer) -> Result<Self, ConfigError> {
         let (smtp, email_retry) = email::resolve(&layer)?;
+        let sync = sync::resolve(&layer)?;
         let listen_text = layer.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
         let listen = listen_text
             .parse()
@@ -479,7 +496,7 @@ impl Settings {
             Some(id) => cluster_word("node_id", id)?,
         };
         let cluster_name = cluster_word("cluster_name", layer.cluster_name.unwrap_or_else(|| "herald".to_owned()))?;
-        let amqp = amqp::resolve(layer.amqp.unwrap_or_default(), smtp.is_some())?;
+        let amqp = amqp::resolve(layer.amqp.unwrap_or_default(), smtp.is_some(), sync.is_some())?;
         let topics = topics::resolve(layer.topics.unwrap_or_default())?;
         let correlation =
             correlation::resolve(layer.correlation_database_url, layer.correlation_query, layer.correlation_namespace)?;
@@ -523,6 +540,7 @@ impl Settings {
             email_templates: layer.email_templates,
             smtp,
             email_retry,
+            sync,
         })
     }
 

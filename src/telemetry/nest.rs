@@ -80,6 +80,46 @@ const ALIASES: &[Alias] = &[
         millis: true,
     },
     Alias {
+        from: "herald_sync_users_total",
+        only: Some(("result", "created")),
+        to: "sync.user.created",
+        tags: &[("operation", "operation")],
+        fixed: &[("status", "success"), ("sync_type", "user_creation")],
+        millis: false,
+    },
+    Alias {
+        from: "herald_sync_users_total",
+        only: Some(("result", "created_by_update")),
+        to: "sync.user.created",
+        tags: &[("operation", "operation")],
+        fixed: &[("status", "success"), ("sync_type", "user_creation")],
+        millis: false,
+    },
+    Alias {
+        from: "herald_sync_users_total",
+        only: Some(("result", "updated")),
+        to: "sync.user.updated",
+        tags: &[("operation", "operation")],
+        fixed: &[("status", "success"), ("sync_type", "user_update")],
+        millis: false,
+    },
+    Alias {
+        from: "herald_sync_duration_seconds",
+        only: None,
+        to: "sync.duration",
+        tags: &[("operation", "operation"), ("status", "status")],
+        fixed: &[],
+        millis: true,
+    },
+    Alias {
+        from: "herald_sync_errors_total",
+        only: None,
+        to: "sync.errors",
+        tags: &[("operation", "operation"), ("reason", "reason")],
+        fixed: &[],
+        millis: false,
+    },
+    Alias {
         from: "herald_notifications_created_total",
         only: None,
         to: "notification.created",
@@ -177,5 +217,18 @@ mod tests {
         let acked = key("herald_amqp_messages_total", &[("queue", "q"), ("outcome", "acked")]);
         assert!(alias(&acked).is_none(), "no NestJS name: sent as Herald's");
         assert!(alias(&key("herald_connections_open", &[])).is_none());
+        let created = key("herald_sync_users_total", &[("operation", "updateUser"), ("result", "created_by_update")]);
+        let (nest, _) = alias(&created).unwrap();
+        assert_eq!(nest.name(), "sync.user.created");
+        assert_eq!(
+            tags(&nest),
+            [
+                ("operation".into(), "updateUser".into()),
+                ("status".into(), "success".into()),
+                ("sync_type".into(), "user_creation".into())
+            ]
+        );
+        let same = key("herald_sync_users_total", &[("operation", "createUser"), ("result", "already_exists")]);
+        assert!(alias(&same).is_none(), "the original had no name for it");
     }
 }

@@ -1,4 +1,5 @@
-//! Workers beside the hub: channels that deliver what producers ask for by other ways than a live
-//! connection. Today the email channel (`email`): templates, the outbox, the SMTP sender.
+//! Workers beside the hub: the email channel (`email`: templates, the outbox, the SMTP sender), and user
+//! sync (`sync`: profile changes mirrored into a graph database and Herald's user directory).
 
 pub mod email;
+pub mod sync;

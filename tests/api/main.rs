@@ -30,5 +30,6 @@ mod slow_consumer;
 mod sse;
 mod storage;
 mod topics;
+mod user_sync;
 mod web;
 mod websocket_protocol;

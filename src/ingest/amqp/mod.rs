@@ -18,6 +18,7 @@ pub mod message;
 pub mod notifications;
 pub mod retry;
 pub mod status;
+pub mod sync;
 pub mod topology;
 
 use std::sync::Arc;
@@ -75,6 +76,8 @@ pub struct Sinks {
     pub finder: Arc<Finder>,
     /// The email channel, when one is configured (an `email` consumer needs it).
     pub email: Option<Arc<EmailChannel>>,
+    /// The user-sync worker, when a graph database is configured (a `user_sync` consumer needs it).
+    pub sync: Option<Arc<crate::workers::sync::UserSync>>,
 }
 
 /// Every running consumer of this node: started with the server, stopped before the store.
@@ -110,6 +113,14 @@ impl Consumers {
                             queue = consumer.queue,
                             "an email consumer without the email channel; not started"
                         );
+                        continue;
+                    }
+                },
+                Shape::UserSync => match &sinks.sync {
+                    Some(sync) => Arc::new(sync::SyncHandler::new(sync.clone())),
+                    // The settings refuse a user_sync consumer without the graph; this is the same check.
+                    None => {
+                        tracing::error!(queue = consumer.queue, "a user_sync consumer without the graph; not started");
                         continue;
                     }
                 },

@@ -171,6 +171,7 @@ impl Mapping {
             // Chain consumers have their own handler (`chain.rs`); nothing maps one to a notification.
             Shape::Chain(_) => return Err("a chain event is not a notification".into()),
             Shape::Email { .. } => return Err("an email request is not a notification".into()),
+            Shape::UserSync => return Err("a user profile change is not a notification".into()),
         };
         if input.idempotency_key.is_none() {
             input.idempotency_key = Some(self.derived_key(message, parsed.as_ref())?.as_str().to_owned());
@@ -262,7 +263,8 @@ fn optional_text(fields: &Map<String, Value>, name: Option<&str>) -> Result<Opti
     }
 }
 
-fn kind_of(value: &Value) -> &'static str {
+/// What kind of JSON value this is, for an error message ("a number").
+pub fn kind_of(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

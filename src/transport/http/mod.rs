@@ -31,6 +31,7 @@ pub fn routes(state: AppState) -> Router {
         .route("/api/v1/users/{id}/presence", get(presence::presence))
         .route("/api/v1/users/{id}", get(ingest::users::get).put(ingest::users::put).delete(ingest::users::delete))
         .route("/api/v1/preferences", get(preferences::get).put(preferences::put))
+        .route("/api/v1/sync/users/{id}", post(ingest::sync::resync))
         .route("/health", get(system::health))
         .route("/metrics", get(system::metrics))
         .route("/api/v1/topics/events/batch", post(ingest::topics::publish_batch))

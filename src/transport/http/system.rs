@@ -7,8 +7,9 @@ use serde_json::json;
 
 use crate::state::AppState;
 
-/// Reports each part truthfully: 200 when all are up, 503 naming the one that is not. The Redis mirror and
-/// the SMTP server are auxiliary: they show "down" in their own sections and never make the node unhealthy.
+/// Reports each part truthfully: 200 when all are up, 503 naming the one that is not. The Redis mirror, the
+/// SMTP server and the graph database are auxiliary: they show "down" in their own sections and never make
+/// the node unhealthy.
 pub async fn health(State(state): State<AppState>) -> Response {
     let store = state.store.health().await;
     let topics = state.topics.health().await;
@@ -21,6 +22,11 @@ pub async fn health(State(state): State<AppState>) -> Response {
         None => None,
     };
     let email_ok = email.as_ref().is_none_or(|(ok, _)| *ok);
+    // The graph database is auxiliary, as SMTP is: the sync consumer retries while it is away.
+    let sync = match &state.sync {
+        Some(sync) => Some(sync.health().await.1),
+        None => None,
+    };
     // A cluster broker that is away leaves the node serving its own connections and publishes: degraded, but
     // not to be taken out of the load balancer.
     let ok = store.ok && topics.ok && amqp_ok && email_ok && !stopping;
@@ -57,6 +63,7 @@ pub async fn health(State(state): State<AppState>) -> Response {
         "redis": state.mirror.as_ref().map(|m| m.health()),
         // SMTP down is a warning ("degraded" here); the outbox down makes the node unhealthy.
         "email": email.map(|(_, body)| body),
+        "sync": sync,
         "amqp": state.amqp.as_ref().map(|a| {
             let consumers = a.health();
             let all = consumers.iter().all(|c| c.state == "consuming");

@@ -5,6 +5,7 @@
 pub mod amqp;
 mod app;
 mod auth;
+pub mod falkordb;
 mod metrics;
 pub mod postgres;
 mod process;
