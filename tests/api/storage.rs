@@ -43,16 +43,36 @@ async fn by_default_the_inbox_lives_in_a_wal_sqlite_file_under_the_data_dir() {
     for database in &databases {
         assert!(is_wal(database), "{} is not in WAL mode", database.display());
     }
+    // Every file Herald writes under the data dir is its own alone: the databases, their WAL and shared-memory
+    // files, the generated secrets.
+    let modes = private_modes(dir);
+    assert!(modes.iter().any(|(name, _)| name.ends_with("herald.db-wal")), "{modes:?}");
+    assert!(modes.iter().all(|(_, mode)| *mode == 0o600), "{modes:?}");
 
     app.restart().await;
     let stored = app.whole_inbox("alice").await;
     assert_eq!(ids(&stored), ids(&published).into_iter().rev().collect::<Vec<_>>());
 }
 
+/// Each file in `dir` and its mode bits.
+fn private_modes(dir: &Path) -> Vec<(String, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| (e.path().display().to_string(), e.metadata().unwrap().permissions().mode() & 0o777))
+        .collect()
+}
+
 #[tokio::test]
 async fn the_database_url_puts_the_database_elsewhere() {
+    use std::os::unix::fs::PermissionsExt;
     let elsewhere = tempfile::tempdir().unwrap();
     let database = elsewhere.path().join("custom.db");
+    // A database an earlier build made readable to everyone is tightened at the next start.
+    std::fs::write(&database, b"").unwrap();
+    std::fs::set_permissions(&database, std::fs::Permissions::from_mode(0o644)).unwrap();
     let url = format!("sqlite://{}", database.display());
     let mut app = TestApp::spawn_with(|s| {
         s.env("HERALD_DATABASE_URL", url);
@@ -65,6 +85,8 @@ async fn the_database_url_puts_the_database_elsewhere() {
         vec![database.clone(), elsewhere.path().join("custom.emails.db"), elsewhere.path().join("custom.topics.db")]
     );
     assert!(sqlite_files(app.data_dir.path()).is_empty(), "a database was also made in the data dir");
+    let modes = private_modes(elsewhere.path());
+    assert!(modes.len() >= 6 && modes.iter().all(|(_, mode)| *mode == 0o600), "{modes:?}");
 
     app.restart().await;
     assert_eq!(ids(&app.whole_inbox("alice").await), vec![id(&n)]);

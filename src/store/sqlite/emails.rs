@@ -83,6 +83,7 @@ impl SqliteEmails {
     /// Opens (creating) the file. Leases held when the last process stopped are let go: no other process
     /// sends from this file, so an attempt that was under way then is due again now.
     pub fn open(path: &Path, synchronous: Synchronous, busy_timeout: Duration) -> Result<Self, StoreError> {
+        super::prepare_path(path)?;
         let conn = Connection::open(path).map_err(sql_error)?;
         conn.busy_timeout(busy_timeout).map_err(sql_error)?;
         let sync = match synchronous {

@@ -84,7 +84,7 @@ impl Sqlite {
     }
 
     pub fn open_with(path: &Path, options: Options, feed: mpsc::Sender<Vec<InboxEvent>>) -> Result<Self, StoreError> {
-        create_parent(path)?;
+        prepare_path(path)?;
         let mut conn = writer::open(path, options.busy_timeout)
             .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
         merge::prepare(&mut conn)?;
@@ -142,10 +142,24 @@ impl Sqlite {
 }
 
 /// Makes the directory a database file goes in (private: it also holds the generated secrets).
-fn create_parent(path: &Path) -> Result<(), StoreError> {
+/// Makes the database's directory (mode 0700) and the database file itself (0600) before SQLite opens it.
+/// SQLite creates the `-wal` and `-shm` files with the database file's permissions, so all three are
+/// private; files an earlier build left readable to others are tightened.
+pub(crate) fn prepare_path(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         crate::config::create_private_dir(parent)
             .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", parent.display())))?;
+    }
+    let fail = |e: std::io::Error| StoreError::Unavailable(format!("cannot create {}: {e}", path.display()));
+    std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path).map_err(fail)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        match std::fs::set_permissions(&name, std::fs::Permissions::from_mode(0o600)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(fail(e)),
+            _ => {}
+        }
     }
     Ok(())
 }
@@ -153,7 +167,7 @@ fn create_parent(path: &Path) -> Result<(), StoreError> {
 /// Opens (creating) the database at `path`, runs its migrations and returns its schema version: `herald
 /// migrate`. What a migration leaves to the writer's recovery (see `merge::prepare`) happens at the next open.
 pub fn migrate_file(path: &Path) -> Result<i64, StoreError> {
-    create_parent(path)?;
+    prepare_path(path)?;
     let conn = writer::open(path, Duration::from_secs(5))
         .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
     conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(writer::sql_error)

@@ -109,7 +109,7 @@ impl SqliteTopics {
         feed: mpsc::Sender<Vec<SharedChange>>,
     ) -> Result<Self, StoreError> {
         // Its own directory too: with the inbox in PostgreSQL, nothing else has made the data dir.
-        super::create_parent(path)?;
+        super::prepare_path(path)?;
         let conn = open_writer(path, busy_timeout)
             .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
         let (commands, rx) = mpsc::channel(COMMAND_QUEUE);
