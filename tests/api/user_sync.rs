@@ -309,3 +309,38 @@ async fn verify_finds_the_drift_and_fix_repairs_it() {
     assert_eq!(clean.status.code(), Some(0), "{out}");
     assert!(out.contains("missing from the graph: 0; only in the graph: 0; different: 0"), "{out}");
 }
+
+#[tokio::test]
+async fn the_graph_down_for_every_attempt_dead_letters_the_event_with_the_last_error() {
+    let mut graph = FalkorDb::start().await;
+    graph.stop().await;
+    let vhost = Vhost::create().await;
+    let config = r#"
+[amqp]
+[[amqp.consumers]]
+queue = "neo4j_sync_queue"
+shape = "user_sync"
+[amqp.consumers.retry]
+attempts = 2
+initial_delay_ms = 100
+max_delay_ms = 200
+"#;
+    let graph_url = graph.url();
+    let (app, _config) = crate::amqp::spawn_consuming(&vhost, Some(config), |s| {
+        s.env("HERALD_GRAPH_URL", graph_url);
+    })
+    .await;
+    let producer = Producer::connect(&vhost.url()).await;
+    producer.publish("", QUEUE, &create(json!({"_id": "gus", "username": "gus"}))).await;
+    wait_for_count(&producer, "neo4j_sync_queue.dlq", 1, WAIT).await;
+    let dead = producer.peek("neo4j_sync_queue.dlq").await;
+    let reason = dead[0].header("x-herald-reason").unwrap_or_default();
+    assert!(reason.contains("graph database is unavailable"), "{reason}");
+    assert_eq!(messages(&app, QUEUE, "retried").await, 1.0, "attempts = 2: one retry, then the DLQ");
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.counter("herald_sync_errors_total{operation=\"createUser\",reason=\"unavailable\"}") >= 2.0,
+        "{}",
+        metrics.text()
+    );
+}
