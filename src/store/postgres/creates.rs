@@ -74,7 +74,7 @@ macro_rules! insert_at_once_sql {
             "added AS (INSERT INTO notifications ",
             "(user_id, id, type, title, message, data, created_at, idempotency_key) ",
             "SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], ",
-            "$7::int8[], $8::text[]) WHERE (SELECT count(*) FROM locked) > 0 ",
+            "$7::int8[], $8::text[]) WHERE (SELECT count(*) FROM locked) = $13 ",
             $conflict,
             " RETURNING 1) SELECT user_id, seq, (SELECT count(*) FROM added) FROM locked"
         )
@@ -93,6 +93,11 @@ const INSERT_AT_ONCE_KEYED: &str =
 /// `run_group` documents. Where it is not (another node's clock runs ahead, or it committed for the user
 /// since), or an idempotency key is already taken, the transaction is rolled back and `None` returned, and
 /// the group goes the general way, which locks first and reads what it needs.
+///
+/// The rows are inserted only when every user's row was taken (`= $13`, the number of users), never when
+/// some were: a user skipped because another node committed for them meanwhile may already hold one of
+/// this group's ids (that node's general path numbers on from the user's newest id, which can be this
+/// node's next), and inserting the group's rows anyway would hit the primary key instead of falling back.
 pub(super) async fn insert_at_once(
     conn: &mut PoolConnection<Postgres>,
     work: &[Command],
@@ -139,6 +144,7 @@ pub(super) async fn insert_at_once(
         .bind(&lasts)
         .bind(&counts)
         .bind(Uuid::from_u128(first.0))
+        .bind(names.len() as i64)
         .fetch_all(&mut *tx)
         .await
         .map_err(failure)?;
