@@ -113,6 +113,8 @@ async fn a_notification_is_stored_pushed_and_emailed_to_the_directory_address_on
     let metrics = app.metrics().await;
     assert_eq!(metrics.counter("herald_emails_skipped_total{reason=\"no_address\",type=\"notification\"}"), 1.0);
     assert_eq!(metrics.counter("herald_emails_queued_total{type=\"notification\"}"), 1.0);
+    // One per email stored: the check at the door renders too, and is not counted.
+    assert_eq!(metrics.counter("herald_email_template_renders_total{type=\"notification\"}"), 1.0);
 }
 
 #[tokio::test]

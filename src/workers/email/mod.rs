@@ -98,6 +98,9 @@ impl EmailChannel {
         let enqueued = self.store.enqueue(email).await?;
         if let Enqueued::Created(record) = &enqueued {
             metrics::counter!("herald_emails_queued_total", "type" => kind.clone()).increment(1);
+            // Counted for the email stored, not per render: a notification's email is also rendered once
+            // at the door to check it.
+            metrics::counter!("herald_email_template_renders_total", "type" => kind.clone()).increment(1);
             tracing::debug!(id = record.id, r#type = kind, "email queued");
             self.wake.notify_one();
         }

@@ -155,7 +155,8 @@ impl EmailChannel {
         let kind = email.kind.clone();
         let enqueued = self.store.enqueue(email).await?;
         if let Enqueued::Created(record) = &enqueued {
-            metrics::counter!("herald_emails_queued_total", "type" => kind).increment(1);
+            metrics::counter!("herald_emails_queued_total", "type" => kind.clone()).increment(1);
+            metrics::counter!("herald_email_template_renders_total", "type" => kind).increment(1);
             tracing::debug!(id = record.id, notification = %notification.id, "notification email queued");
             self.wake.notify_one();
         }

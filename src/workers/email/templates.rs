@@ -191,7 +191,6 @@ impl Catalog {
         let with_subject = Value::Object(with_subject);
         let html = render("html", &with_subject)?;
         let text = render("txt", &with_subject)?;
-        metrics::counter!("herald_email_template_renders_total", "type" => kind.to_owned()).increment(1);
         Ok(Rendered { subject, html, text })
     }
 }
