@@ -4,7 +4,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -51,6 +50,8 @@ pub struct Application {
     state: AppState,
     /// The inbox's and the topics' fanout pumps.
     pumps: [tokio::task::JoinHandle<()>; 2],
+    /// Open sockets (HTTP and live alike) the descriptor budget allows; see `transport::door`.
+    sockets: Arc<Capacity>,
     settings: Settings,
 }
 
@@ -58,9 +59,9 @@ impl Application {
     /// Opens the store, starts the fanout and binds the listener. `prometheus` is the installed recorder's
     /// handle, if this process has one.
     pub async fn build(settings: Settings, prometheus: Option<PrometheusHandle>) -> anyhow::Result<Self> {
-        let (max_connections, descriptors) = Capacity::from_descriptor_limit();
-        let max_connections = settings.max_connections.unwrap_or(max_connections);
-        tracing::info!(open_files_limit = descriptors, max_connections, "connection capacity");
+        let (budget, descriptors) = Capacity::from_descriptor_limit();
+        let max_connections = settings.max_connections.unwrap_or(budget);
+        tracing::info!(open_files_limit = descriptors, sockets = budget, max_connections, "connection capacity");
 
         let clustered = settings.broker != BrokerUrl::Memory;
         let hub = Arc::new(Hub::new(max_connections, clustered));
@@ -149,6 +150,11 @@ impl Application {
             Some(smtp) => Some(Arc::new(start_email(&settings, smtp, outbox, directory.clone())?)),
         };
         let auth = Authenticator::new(&settings.auth).context("setting up token verification")?;
+        let stopping = CancellationToken::new();
+        if let Some(jwks) = auth.jwks() {
+            tracing::info!(url = crate::config::amqp::redact_url(jwks.url()), "verifying user tokens with a JWKS");
+            jwks.start(stopping.clone());
+        }
         let listener = bind(settings.listen).with_context(|| format!("binding {}", settings.listen))?;
         // After the bind: a start that fails must not have consumed (and acked) anything.
         let amqp = match settings.amqp.as_ref() {
@@ -194,14 +200,15 @@ impl Application {
             mirror,
             auth: Arc::new(auth),
             ws: Arc::new(settings.ws.clone()),
+            limits: Arc::new(crate::limits::Limits::new(&settings.limits)),
             max_body_bytes: settings.max_body_bytes,
             prometheus,
-            stopping: CancellationToken::new(),
+            stopping,
             connections: TaskTracker::new(),
             backlogs: Arc::new(tokio::sync::Semaphore::new(BACKLOGS_AT_ONCE)),
             dev_tokens: settings.auth.jwt_generated && settings.listen.ip().is_loopback(),
         });
-        Ok(Self { listener, state, pumps: [pump, topic_pump], settings })
+        Ok(Self { listener, state, pumps: [pump, topic_pump], sockets: Capacity::new(budget), settings })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -219,7 +226,8 @@ impl Application {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let Application { listener, state, pumps, settings } = self;
+        let Application { listener, state, pumps, sockets, settings } = self;
+        let door = crate::transport::door::Door::new(listener, sockets, state.limits.clone());
         let stopping = state.stopping.clone();
         let hub = state.hub.clone();
         let store = state.store.clone();
@@ -248,17 +256,7 @@ impl Application {
                 hub.topics.close_all(CloseReason::GoingAway);
             }
         };
-        // Frames and responses are small and written whole: Nagle's algorithm would hold a write back until
-        // the previous one is acknowledged, adding a delayed-ACK wait to delivery.
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "could not set TCP_NODELAY");
-            }
-        });
-        axum::serve(listener, router.into_make_service())
-            .with_graceful_shutdown(signal)
-            .await
-            .context("serving HTTP")?;
+        axum::serve(door, router.into_make_service()).with_graceful_shutdown(signal).await.context("serving HTTP")?;
 
         connections.close();
         if tokio::time::timeout(settings.shutdown_timeout, connections.wait()).await.is_err() {

@@ -35,6 +35,9 @@ pub enum ApiError {
     TooManyConnections(usize),
     #[error("{0}")]
     MethodNotAllowed(&'static str),
+    /// Over a rate limit (`[limits]`); answered with `Retry-After` in whole seconds.
+    #[error("{message}; try again in {retry_after_secs} s")]
+    RateLimited { message: &'static str, retry_after_secs: u64 },
     /// A topic event broke its namespace's lifecycle: names the current status and the allowed next ones.
     #[error("{message}")]
     InvalidTransition {
@@ -66,6 +69,11 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// A refusal by a rate limit that frees up after `wait`.
+    pub fn rate_limited(message: &'static str, wait: std::time::Duration) -> Self {
+        ApiError::RateLimited { message, retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64 }
+    }
+
     pub fn invalid_request(message: impl Into<String>) -> Self {
         ApiError::InvalidRequest { message: message.into(), index: None }
     }
@@ -84,7 +92,7 @@ impl ApiError {
             | ApiError::SyncDisabled
             | ApiError::GraphUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::InvalidEmail { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::TooManyConnections(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooManyConnections(_) | ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::InvalidTransition { .. } | ApiError::CorrelationConflict { .. } => StatusCode::CONFLICT,
             ApiError::Store(StoreError::Unavailable(_) | StoreError::Closed) => StatusCode::SERVICE_UNAVAILABLE,
@@ -109,6 +117,7 @@ impl ApiError {
             ApiError::SyncDisabled => "sync_disabled",
             ApiError::GraphUnavailable(_) => "graph_unavailable",
             ApiError::TooManyConnections(_) => "too_many_connections",
+            ApiError::RateLimited { .. } => "rate_limited",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::InvalidTransition { .. } => "invalid_transition",
             ApiError::CorrelationConflict { .. } => "correlation_conflict",
@@ -164,7 +173,11 @@ impl IntoResponse for ApiError {
             }
             _ => {}
         }
-        (status, axum::Json(ErrorBody { error: detail })).into_response()
+        let mut response = (status, axum::Json(ErrorBody { error: detail })).into_response();
+        if let ApiError::RateLimited { retry_after_secs, .. } = &self {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, (*retry_after_secs).into());
+        }
+        response
     }
 }
 
@@ -186,6 +199,8 @@ pub enum CloseReason {
     /// This node may have missed some of the user's events (the cluster broker was away, or an event did not
     /// arrive in time); reconnect with `since` to catch up. Preceded by a `{"type":"resync"}` frame.
     Resync,
+    /// The client sent frames faster than `limits.frames_per_second` allows.
+    RateLimited,
 }
 
 impl CloseReason {
@@ -198,6 +213,7 @@ impl CloseReason {
             CloseReason::TokenExpired => 4001,
             CloseReason::SlowConsumer => 4008,
             CloseReason::Resync => 4009,
+            CloseReason::RateLimited => 4029,
         }
     }
 
@@ -210,6 +226,7 @@ impl CloseReason {
             CloseReason::TokenExpired => "token expired",
             CloseReason::SlowConsumer => "slow consumer",
             CloseReason::Resync => "resync: reconnect with since",
+            CloseReason::RateLimited => "too many frames",
         }
     }
 }

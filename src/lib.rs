@@ -15,6 +15,7 @@ pub mod domain;
 pub mod error;
 pub mod hub;
 pub mod ingest;
+pub mod limits;
 pub mod mirror;
 pub mod protocol;
 pub mod state;

@@ -58,6 +58,8 @@ pub struct Shared {
     pub mirror: Option<Arc<RedisMirror>>,
     pub auth: Arc<Authenticator>,
     pub ws: Arc<WsSettings>,
+    /// The rate limits (`[limits]`): frames per connection, calls per API key, connects per address.
+    pub limits: Arc<crate::limits::Limits>,
     pub max_body_bytes: usize,
     /// `None` when this process has no Prometheus recorder (a second app in one test process).
     pub prometheus: Option<PrometheusHandle>,

@@ -7,6 +7,7 @@
 pub mod amqp;
 pub mod correlation;
 pub mod email;
+pub mod limits;
 mod secret;
 pub mod sync;
 pub mod topics;
@@ -22,6 +23,7 @@ use thiserror::Error;
 pub use amqp::AmqpSettings;
 pub use correlation::CorrelationSettings;
 pub use email::{SmtpSettings, SmtpTls};
+pub use limits::{LimitSettings, Rate};
 pub use secret::{load_or_generate, Secret, StoredSecret};
 pub use sync::SyncSettings;
 pub use topics::TopicSettings;
@@ -50,6 +52,8 @@ pub struct Layer {
     pub database_url: Option<String>,
     pub jwt_secret: Option<String>,
     pub jwt_public_key: Option<String>,
+    pub jwt_jwks_url: Option<String>,
+    pub jwt_jwks_refresh_secs: Option<u64>,
     pub jwt_issuer: Option<String>,
     pub jwt_audience: Option<String>,
     pub api_keys: Option<Vec<String>>,
@@ -92,6 +96,7 @@ pub struct Layer {
     pub sync: Option<sync::SyncLayer>,
     pub amqp: Option<amqp::AmqpLayer>,
     pub topics: Option<topics::TopicsLayer>,
+    pub limits: Option<limits::LimitsLayer>,
 }
 
 impl std::fmt::Debug for Layer {
@@ -108,6 +113,8 @@ const VARIABLES: &[(&str, &str)] = &[
     ("database_url", "HERALD_DATABASE_URL"),
     ("jwt_secret", "HERALD_JWT_SECRET"),
     ("jwt_public_key", "HERALD_JWT_PUBLIC_KEY"),
+    ("jwt_jwks_url", "HERALD_JWT_JWKS_URL"),
+    ("jwt_jwks_refresh_secs", "HERALD_JWT_JWKS_REFRESH_SECS"),
     ("jwt_issuer", "HERALD_JWT_ISSUER"),
     ("jwt_audience", "HERALD_JWT_AUDIENCE"),
     ("api_keys", "HERALD_API_KEYS"),
@@ -149,6 +156,12 @@ const VARIABLES: &[(&str, &str)] = &[
     ("graph_name", "HERALD_GRAPH_NAME"),
     ("sync_fields", "HERALD_SYNC_FIELDS"),
     ("amqp.url", "HERALD_AMQP_URL"),
+    ("limits.frames_per_second", "HERALD_LIMIT_FRAMES_PER_SECOND"),
+    ("limits.frames_burst", "HERALD_LIMIT_FRAMES_BURST"),
+    ("limits.publishes_per_second", "HERALD_LIMIT_PUBLISHES_PER_SECOND"),
+    ("limits.publishes_burst", "HERALD_LIMIT_PUBLISHES_BURST"),
+    ("limits.connects_per_second", "HERALD_LIMIT_CONNECTS_PER_SECOND"),
+    ("limits.connects_burst", "HERALD_LIMIT_CONNECTS_BURST"),
 ];
 
 fn variable(key: &'static str) -> &'static str {
@@ -197,6 +210,8 @@ impl Layer {
             "database_url" => self.database_url = text,
             "jwt_secret" => self.jwt_secret = text,
             "jwt_public_key" => self.jwt_public_key = text,
+            "jwt_jwks_url" => self.jwt_jwks_url = text,
+            "jwt_jwks_refresh_secs" => self.jwt_jwks_refresh_secs = Some(number(key, value)?),
             "jwt_issuer" => self.jwt_issuer = text,
             "jwt_audience" => self.jwt_audience = text,
             "api_keys" => {
@@ -241,6 +256,7 @@ impl Layer {
             "graph_name" => self.graph_name = text,
             "sync_fields" => self.sync = Some(sync::SyncLayer { fields: Some(sync::parse_fields(value)?) }),
             "amqp.url" => self.amqp.get_or_insert_with(Default::default).url = text,
+            key if limits::KEYS.contains(&key) => self.limits.get_or_insert_with(Default::default).set(key, value)?,
             _ => return Err(invalid(key, "not a configuration key")),
         }
         Ok(())
@@ -254,6 +270,8 @@ impl Layer {
             database_url: self.database_url.or(lower.database_url),
             jwt_secret: self.jwt_secret.or(lower.jwt_secret),
             jwt_public_key: self.jwt_public_key.or(lower.jwt_public_key),
+            jwt_jwks_url: self.jwt_jwks_url.or(lower.jwt_jwks_url),
+            jwt_jwks_refresh_secs: self.jwt_jwks_refresh_secs.or(lower.jwt_jwks_refresh_secs),
             jwt_issuer: self.jwt_issuer.or(lower.jwt_issuer),
             jwt_audience: self.jwt_audience.or(lower.jwt_audience),
             api_keys: self.api_keys.or(lower.api_keys),
@@ -302,6 +320,10 @@ impl Layer {
                 (upper, lower) => upper.or(lower),
             },
             topics: self.topics.or(lower.topics),
+            limits: match (self.limits, lower.limits) {
+                (Some(upper), Some(lower)) => Some(upper.over(lower)),
+                (upper, lower) => upper.or(lower),
+            },
         }
     }
 }
@@ -319,6 +341,8 @@ pub enum JwtKey {
     Hs256(Secret),
     /// A PEM public key; the algorithm (RS256 or ES256) follows from the key type.
     PublicPem(String),
+    /// An identity provider's JWKS URL, fetched every `refresh` (and on an unknown `kid`, rate-limited).
+    Jwks { url: String, refresh: Duration },
 }
 
 #[derive(Debug, Clone)]
@@ -393,6 +417,8 @@ pub struct Settings {
     /// `None`: no RabbitMQ consumer runs.
     pub amqp: Option<AmqpSettings>,
     pub topics: TopicSettings,
+    /// The rates that protect the service from one client (`[limits]`).
+    pub limits: LimitSettings,
     /// How chain events find their intent: registered correlations, and optionally a PostgreSQL lookup.
     pub correlation: CorrelationSettings,
     /// A directory whose email templates override and extend the built-in ones.
@@ -426,7 +452,19 @@ impl Settings {
             "normal" => Synchronous::Normal,
             other => return Err(invalid("sqlite_synchronous", format!("expected full or normal, got {other:?}"))),
         };
+        let refresh_secs = layer.jwt_jwks_refresh_secs.unwrap_or(300);
+        if !(10..=86_400).contains(&refresh_secs) {
+            return Err(invalid("jwt_jwks_refresh_secs", "must be between 10 and 86400"));
+        }
+        let jwks = match layer.jwt_jwks_url {
+            None => None,
+            Some(_) if layer.jwt_secret.is_some() || layer.jwt_public_key.is_some() => {
+                return Err(invalid("jwt_jwks_url", "set one of jwt_secret, jwt_public_key and jwt_jwks_url"));
+            }
+            Some(url) => Some(JwtKey::Jwks { url: jwks_url(&url)?, refresh: Duration::from_secs(refresh_secs) }),
+        };
         let jwt_key = match (layer.jwt_secret, layer.jwt_public_key) {
+            _ if jwks.is_some() => jwks,
             (Some(_), Some(_)) => {
                 return Err(invalid("jwt_secret", "set either jwt_secret or jwt_public_key, not both"));
             }
@@ -498,6 +536,7 @@ impl Settings {
         let cluster_name = cluster_word("cluster_name", layer.cluster_name.unwrap_or_else(|| "herald".to_owned()))?;
         let amqp = amqp::resolve(layer.amqp.unwrap_or_default(), smtp.is_some(), sync.is_some())?;
         let topics = topics::resolve(layer.topics.unwrap_or_default())?;
+        let limits = limits::resolve(layer.limits.unwrap_or_default())?;
         let correlation =
             correlation::resolve(layer.correlation_database_url, layer.correlation_query, layer.correlation_namespace)?;
         Ok(Settings {
@@ -536,6 +575,7 @@ impl Settings {
             cluster_name,
             amqp,
             topics,
+            limits,
             correlation,
             email_templates: layer.email_templates,
             smtp,
@@ -563,6 +603,24 @@ impl Settings {
             used.push(stored);
         }
         Ok(used)
+    }
+}
+
+/// A JWKS URL: `https://`, or `http://` to a loopback address only (keys fetched in the clear from
+/// elsewhere could be replaced on the way).
+fn jwks_url(text: &str) -> Result<String, ConfigError> {
+    let url = url::Url::parse(text).map_err(|e| invalid("jwt_jwks_url", format!("not a URL: {e}")))?;
+    let loopback = match url.host() {
+        Some(url::Host::Domain(name)) => name == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    match url.scheme() {
+        "https" => Ok(text.to_owned()),
+        "http" if loopback => Ok(text.to_owned()),
+        "http" => Err(invalid("jwt_jwks_url", "must be https:// (http:// only to a loopback address)")),
+        other => Err(invalid("jwt_jwks_url", format!("must be an https:// URL, not {other}:"))),
     }
 }
 

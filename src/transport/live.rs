@@ -32,7 +32,7 @@ pub const SINCE_BACKLOG: u32 = 1000;
 
 /// The user a live connection is for, from its token (`?token=`, else `Authorization: Bearer`): 401 for a
 /// missing, bad or expired one, 403 for a publisher key. `hint` says where the token goes.
-pub fn user_of(
+pub async fn user_of(
     state: &AppState,
     token: Option<&str>,
     headers: &HeaderMap,
@@ -42,7 +42,7 @@ pub fn user_of(
     if state.auth.is_api_key(token) {
         return Err(ApiError::Forbidden("a publisher key cannot open a user's connection"));
     }
-    state.auth.user(token).map_err(|_| ApiError::Unauthorized("the token is invalid or expired"))
+    state.auth.user(token).await.map_err(|_| ApiError::Unauthorized("the token is invalid or expired"))
 }
 
 /// A place for one more live connection of `user`: 429 past the per-user limit (checked before the

@@ -61,7 +61,7 @@ pub async fn stream(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let hint = "a token is required: /api/v1/stream?token=JWT or Authorization: Bearer";
-    let user = live::user_of(&state, params.token.as_deref(), &headers, hint)?;
+    let user = live::user_of(&state, params.token.as_deref(), &headers, hint).await?;
     // The browser's reconnect names the last id it saw; it is newer than the `since` the URL was opened with.
     let last_event_id = headers.get("last-event-id").and_then(|v| v.to_str().ok()).filter(|v| !v.trim().is_empty());
     let since = last_event_id

@@ -13,29 +13,35 @@ use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql::Data;
 use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use std::time::Duration;
+use futures_util::{SinkExt, Stream, StreamExt};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 pub use schema::{sdl, Caller, HeraldSchema};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, CloseReason};
+use crate::limits::FrameLimit;
 use crate::state::AppState;
 use crate::transport::http::extract::{bearer, Json};
+use crate::transport::ws::socket::CLOSE_TIMEOUT;
 
 /// How long a `graphql-ws` client may take to answer a keepalive ping.
 const KEEPALIVE: Duration = Duration::from_secs(60);
 
 /// Who a credential names, or why it names nobody.
-fn caller_for(state: &AppState, credential: Option<&str>) -> Result<Caller, ApiError> {
+async fn caller_for(state: &AppState, credential: Option<&str>) -> Result<Caller, ApiError> {
     match credential {
         None => Ok(Caller::Anonymous),
         Some(key) if state.auth.is_api_key(key) => Ok(Caller::Publisher),
         Some(token) => state
             .auth
             .user(token)
+            .await
             .map(Caller::User)
             .map_err(|_| ApiError::Unauthorized("the token is invalid or expired")),
     }
@@ -47,7 +53,13 @@ pub async fn post(
     headers: HeaderMap,
     Json(request): Json<async_graphql::Request>,
 ) -> Result<Response, ApiError> {
-    let caller = caller_for(&state, bearer(&headers))?;
+    let caller = caller_for(&state, bearer(&headers)).await?;
+    if let Some(index) = bearer(&headers).and_then(|key| state.auth.api_key(key)) {
+        state
+            .limits
+            .publish(index)
+            .map_err(|wait| ApiError::rate_limited("this API key is over limits.publishes_per_second", wait))?;
+    }
     let request = request.data(caller).data(state.clone());
     let response = state.graphql.execute(request).await;
     Ok(axum::Json(response).into_response())
@@ -79,29 +91,62 @@ pub async fn get(
             let mut data = Data::default();
             data.insert(state.clone());
             let init_state = state.clone();
-            let serve = GraphQLWebSocket::new(socket, state.graphql.clone(), protocol)
+            // The halves are lent to the protocol, so that a connection over its frame rate can still be sent
+            // its close frame once the protocol has stopped.
+            let (mut sink, stream) = futures_util::StreamExt::split(socket);
+            let mut input = Limited { inner: stream, frames: FrameLimit::new(state.limits.frames), tripped: false };
+            let serve = GraphQLWebSocket::new_with_pair(&mut sink, &mut input, state.graphql.clone(), protocol)
                 .with_data(data)
                 .keepalive_timeout(KEEPALIVE)
-                .on_connection_init(move |payload| async move { connection_init(&init_state, &payload) })
+                .on_connection_init(move |payload| async move { connection_init(&init_state, &payload).await })
                 .serve();
             tokio::select! {
                 () = serve => {}
                 () = state.stopping.cancelled() => {}
             }
+            if input.tripped {
+                let reason = CloseReason::RateLimited;
+                let frame = CloseFrame { code: reason.code(), reason: Utf8Bytes::from_static(reason.reason()) };
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
+            }
         });
     Ok(response.into_response())
 }
 
+/// A GraphQL connection's client frames, ended (and marked tripped) at the first one over the frame limit.
+struct Limited<S> {
+    inner: S,
+    frames: FrameLimit,
+    tripped: bool,
+}
+
+impl<S: Stream<Item = Result<Message, axum::Error>> + Unpin> Stream for Limited<S> {
+    type Item = Result<Message, axum::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.tripped {
+            return Poll::Ready(None);
+        }
+        match std::task::ready!(self.inner.poll_next_unpin(cx)) {
+            Some(_) if !self.frames.admit(Instant::now()) => {
+                self.tripped = true;
+                Poll::Ready(None)
+            }
+            item => Poll::Ready(item),
+        }
+    }
+}
+
 /// Reads the caller from the `connection_init` payload: `{"token": JWT}` or `{"Authorization": "Bearer
 /// …"}` (any case).
-fn connection_init(state: &AppState, payload: &serde_json::Value) -> async_graphql::Result<Data> {
+async fn connection_init(state: &AppState, payload: &serde_json::Value) -> async_graphql::Result<Data> {
     let object = payload.as_object();
     let field = |name: &str| {
         object.and_then(|o| o.iter().find(|(k, _)| k.eq_ignore_ascii_case(name))).and_then(|(_, v)| v.as_str())
     };
     let credential =
         field("token").or_else(|| field("authorization").map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim()));
-    let caller = caller_for(state, credential).map_err(|e| async_graphql::Error::new(e.to_string()))?;
+    let caller = caller_for(state, credential).await.map_err(|e| async_graphql::Error::new(e.to_string()))?;
     let mut data = Data::default();
     data.insert(caller);
     Ok(data)

@@ -68,7 +68,12 @@ impl FromRequestParts<AppState> for AuthUser {
         if state.auth.is_api_key(token) {
             return Err(ApiError::Forbidden("a publisher key cannot read a user's inbox"));
         }
-        state.auth.user(token).map(AuthUser).map_err(|_| ApiError::Unauthorized("the token is invalid or expired"))
+        state
+            .auth
+            .user(token)
+            .await
+            .map(AuthUser)
+            .map_err(|_| ApiError::Unauthorized("the token is invalid or expired"))
     }
 }
 
@@ -81,10 +86,14 @@ impl FromRequestParts<AppState> for Publisher {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let key =
             bearer(&parts.headers).ok_or(ApiError::Unauthorized("an Authorization: Bearer API key is required"))?;
-        if state.auth.is_api_key(key) {
+        if let Some(index) = state.auth.api_key(key) {
+            state
+                .limits
+                .publish(index)
+                .map_err(|wait| ApiError::rate_limited("this API key is over limits.publishes_per_second", wait))?;
             return Ok(Publisher);
         }
-        if state.auth.user(key).is_ok() {
+        if state.auth.user(key).await.is_ok() {
             return Err(ApiError::Forbidden("a user token cannot publish"));
         }
         Err(ApiError::Unauthorized("the API key is not valid"))

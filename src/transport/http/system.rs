@@ -30,7 +30,10 @@ pub async fn health(State(state): State<AppState>) -> Response {
     // A cluster broker that is away leaves the node serving its own connections and publishes: degraded, but
     // not to be taken out of the load balancer.
     let ok = store.ok && topics.ok && amqp_ok && email_ok && !stopping;
-    let status = if ok && broker.ok {
+    // No key from the identity provider yet: no user can connect, on any node; publishers still can.
+    let jwks = state.auth.jwks().map(|jwks| jwks.health());
+    let jwks_ok = jwks.as_ref().is_none_or(|j| j.keys > 0);
+    let status = if ok && broker.ok && jwks_ok {
         "ok"
     } else if stopping {
         "stopping"
@@ -64,6 +67,12 @@ pub async fn health(State(state): State<AppState>) -> Response {
         // SMTP down is a warning ("degraded" here); the outbox down makes the node unhealthy.
         "email": email.map(|(_, body)| body),
         "sync": sync,
+        "jwks": jwks.map(|j| json!({
+            "status": if j.keys > 0 { "ok" } else { "down" },
+            "keys": j.keys,
+            "fetched_secs_ago": j.fetched_secs_ago,
+            "last_error": j.last_error,
+        })),
         "amqp": state.amqp.as_ref().map(|a| {
             let consumers = a.health();
             let all = consumers.iter().all(|c| c.state == "consuming");

@@ -20,11 +20,12 @@ use crate::topics::namespace::MAX_HISTORY_EVENTS;
 use crate::topics::{TopicName, TopicState};
 
 /// Checks that the caller may read `topic`.
-fn authorize(state: &AppState, topic: &TopicName, token: Option<&str>) -> Result<(), ApiError> {
+async fn authorize(state: &AppState, topic: &TopicName, token: Option<&str>) -> Result<(), ApiError> {
     match token {
         Some(key) if state.auth.is_api_key(key) => Ok(()),
         Some(token) => {
-            let user = state.auth.user(token).map_err(|_| ApiError::Unauthorized("the token is invalid or expired"))?;
+            let user =
+                state.auth.user(token).await.map_err(|_| ApiError::Unauthorized("the token is invalid or expired"))?;
             if state.may_watch(Some(&user), topic) {
                 Ok(())
             } else {
@@ -58,7 +59,7 @@ pub async fn state_response(
     headers: &HeaderMap,
     query_token: Option<&str>,
 ) -> Result<Response, ApiError> {
-    authorize(state, topic, bearer(headers).or(query_token))?;
+    authorize(state, topic, bearer(headers).or(query_token)).await?;
     let current = state.topics.state(topic).await?.ok_or(ApiError::NotFound("no such topic, or it has expired"))?;
     Ok(match alias {
         None => axum::Json(current).into_response(),
@@ -93,7 +94,7 @@ pub async fn history(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let topic = parse(&topic)?;
-    authorize(&state, &topic, bearer(&headers))?;
+    authorize(&state, &topic, bearer(&headers)).await?;
     let recovery = state.topics.recover(&topic, Some(params.since.unwrap_or(0)), MAX_HISTORY_EVENTS).await?;
     let body = json!({ "topic": topic, "state": recovery.state, "events": recovery.events, "gone": recovery.gone });
     Ok(axum::Json(body).into_response())

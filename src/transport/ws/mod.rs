@@ -4,7 +4,7 @@
 //! (400), or a full server (503). Accepted connections run in [`session`].
 
 mod session;
-mod socket;
+pub(crate) mod socket;
 pub mod topic_socket;
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
@@ -36,7 +36,7 @@ pub async fn upgrade(
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    let user = live::user_of(&state, params.token.as_deref(), &headers, "a token is required: /ws?token=JWT")?;
+    let user = live::user_of(&state, params.token.as_deref(), &headers, "a token is required: /ws?token=JWT").await?;
     let since = params
         .since
         .as_deref()

@@ -18,6 +18,7 @@ use crate::auth::User;
 use crate::domain::NotificationId;
 use crate::error::{CloseReason, FrameError, TopicError};
 use crate::hub::{Encoding, Permit, Registration, Sink};
+use crate::limits::FrameLimit;
 use crate::protocol::{self, ClientFrame};
 use crate::state::AppState;
 use crate::topics::namespace::MAX_HISTORY_EVENTS;
@@ -39,6 +40,8 @@ struct Session {
     /// pointer.
     watching: Option<Box<Watching>>,
     last_seen: Instant,
+    /// Client frames against `limits.frames_per_second`; past it the connection closes with 4029.
+    frames: FrameLimit,
     /// Held for the life of the connection: its place in the connection budget and in shutdown's wait.
     _permit: Permit,
     _tracked: TaskTrackerToken,
@@ -52,6 +55,7 @@ pub fn run(
     permit: Permit,
     tracked: TaskTrackerToken,
 ) -> impl std::future::Future<Output = ()> + Send {
+    let frames = FrameLimit::new(state.limits.frames);
     let registration = state.hub.registry.register(user.id.clone(), state.ws.outbox_capacity);
     let span = tracing::debug_span!("ws", user = %user.id, connection = registration.connection().id);
     let session = Session {
@@ -62,6 +66,7 @@ pub fn run(
         high_water: None,
         watching: None,
         last_seen: Instant::now(),
+        frames,
         _permit: permit,
         _tracked: tracked,
     };
@@ -124,6 +129,10 @@ impl Session {
                 incoming = self.socket.recv() => match incoming {
                     Some(Ok(message)) => {
                         self.last_seen = Instant::now();
+                        if !self.frames.admit(self.last_seen) {
+                            tracing::info!(user = %self.user.id, "closing a connection over its frame rate");
+                            return Flow::Close(CloseReason::RateLimited);
+                        }
                         Box::pin(self.handle(message)).await
                     }
                     Some(Err(e)) => read_failed(e),

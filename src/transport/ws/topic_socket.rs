@@ -26,6 +26,7 @@ use crate::config::topics::RouteAlias;
 use crate::error::{ApiError, CloseReason, FrameError};
 use crate::hub::topics::alias_encoder;
 use crate::hub::{Connection, Encoding, Permit, Sink, TopicSubscription};
+use crate::limits::FrameLimit;
 use crate::protocol::{self, ClientFrame};
 use crate::state::AppState;
 use crate::topics::namespace::MAX_HISTORY_EVENTS;
@@ -50,7 +51,7 @@ pub async fn upgrade(
     let topic = TopicName::parse(&topic).map_err(|e| ApiError::InvalidQuery(e.to_string()))?;
     let upgrade =
         upgrade.map_err(|e| ApiError::invalid_request(format!("not a WebSocket upgrade: {}", e.body_text())))?;
-    accept(state, topic, None, params, &headers, upgrade)
+    accept(state, topic, None, params, &headers, upgrade).await
 }
 
 /// A route alias's WebSocket path: an upgrade watches the topic; a plain GET answers its state, as the
@@ -65,7 +66,7 @@ pub async fn alias(
 ) -> Result<Response, ApiError> {
     let topic = TopicName::from_parts(&alias.namespace, &id).map_err(|e| ApiError::InvalidQuery(e.to_string()))?;
     match upgrade {
-        Ok(upgrade) => accept(state, topic, Some(alias), params, &headers, upgrade),
+        Ok(upgrade) => accept(state, topic, Some(alias), params, &headers, upgrade).await,
         Err(_) => {
             crate::transport::http::topics::state_response(
                 &state,
@@ -79,7 +80,7 @@ pub async fn alias(
     }
 }
 
-fn accept(
+async fn accept(
     state: AppState,
     topic: TopicName,
     alias: Option<Arc<RouteAlias>>,
@@ -99,7 +100,7 @@ fn accept(
             return Err(ApiError::Forbidden("a publisher key cannot open a watcher's connection"));
         }
         Some(token) => {
-            Some(state.auth.user(token).map_err(|_| ApiError::Unauthorized("the token is invalid or expired"))?)
+            Some(state.auth.user(token).await.map_err(|_| ApiError::Unauthorized("the token is invalid or expired"))?)
         }
     };
     if !state.may_watch(user.as_ref(), &topic) {
@@ -122,6 +123,7 @@ fn accept(
         .on_upgrade(move |socket| {
             let connection = state.hub.registry.detached(state.ws.outbox_capacity);
             let span = tracing::debug_span!("topic_ws", %topic, connection = connection.id);
+            let frames = FrameLimit::new(state.limits.frames);
             let mut session = TopicSession {
                 socket,
                 state,
@@ -132,6 +134,7 @@ fn accept(
                 subscription: None,
                 high: 0,
                 last_seen: Instant::now(),
+                frames,
                 _permit: permit,
                 _tracked: tracked,
             };
@@ -152,6 +155,8 @@ struct TopicSession {
     /// The newest seq sent (or deliberately skipped).
     high: u64,
     last_seen: Instant,
+    /// Client frames against `limits.frames_per_second`; past it the socket closes with 4029.
+    frames: FrameLimit,
     _permit: Permit,
     _tracked: TaskTrackerToken,
 }
@@ -225,6 +230,9 @@ impl TopicSession {
                 incoming = self.socket.recv() => match incoming {
                     Some(Ok(message)) => {
                         self.last_seen = Instant::now();
+                        if !self.frames.admit(self.last_seen) {
+                            return Flow::Close(CloseReason::RateLimited);
+                        }
                         Box::pin(self.handle(message)).await
                     }
                     Some(Err(e)) => read_failed(e),

@@ -37,6 +37,11 @@ pub fn alg_none_token(user: &str) -> String {
     format!("{header}.{payload}.")
 }
 
+/// A token with any header (`alg: none`, a `kid`, …) and no signature.
+pub fn unsigned_token(header: &Value, claims: &Value) -> String {
+    format!("{}.{}.", base64url(header.to_string().as_bytes()), base64url(claims.to_string().as_bytes()))
+}
+
 /// The claims of a token, without checking its signature.
 pub fn decode_unverified(token: &str) -> Value {
     jsonwebtoken::dangerous::insecure_decode::<Value>(token)

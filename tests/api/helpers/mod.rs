@@ -15,7 +15,7 @@ mod wait;
 mod ws;
 
 pub use app::TestApp;
-pub use auth::{alg_none_token, claims_for, decode_unverified, now, sign, token_with_secret};
+pub use auth::{alg_none_token, claims_for, decode_unverified, now, sign, token_with_secret, unsigned_token};
 pub use metrics::Metrics;
 pub use process::{run_herald, Settings, API_KEY, JWT_SECRET};
 pub use sse::SseClient;

@@ -31,6 +31,8 @@ pub struct Settings {
     args: Vec<String>,
     /// The test is about SQLite itself (its files, its locks): it keeps SQLite whatever backend the suite runs.
     pub sqlite_only: bool,
+    /// The server's open-files limit (soft and hard), when the test is about running out of descriptors.
+    pub open_files: Option<u64>,
 }
 
 impl Default for Settings {
@@ -42,6 +44,7 @@ impl Default for Settings {
             ],
             args: Vec::new(),
             sqlite_only: false,
+            open_files: None,
         }
     }
 }
@@ -84,6 +87,19 @@ impl Settings {
                 Some(value) => command.env(key, value),
                 None => command.env_remove(key),
             };
+        }
+        if let Some(limit) = self.open_files {
+            // SAFETY: between fork and exec the child only calls setrlimit, which is async-signal-safe.
+            unsafe {
+                command.pre_exec(move || {
+                    let limit = libc::rlimit { rlim_cur: limit as libc::rlim_t, rlim_max: limit as libc::rlim_t };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
         }
     }
 

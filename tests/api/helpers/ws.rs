@@ -72,6 +72,11 @@ impl WsClient {
         WsClient::open(socket).await
     }
 
+    /// Wraps a socket opened some other way (with a subprotocol, say), reading nothing.
+    pub fn from_socket(socket: Socket) -> WsClient {
+        WsClient { hello: Value::Null, backlog: Value::Null, socket }
+    }
+
     async fn open(socket: Socket) -> WsClient {
         let mut client = WsClient { hello: Value::Null, backlog: Value::Null, socket };
         client.hello = client.next_json().await;

@@ -1,7 +1,10 @@
 //! Who is calling: users by JWT, publishers by API key.
 //!
 //! The accepted algorithms follow from the configured key alone (HS256 for a secret; the RSA or EC family
-//! for a PEM public key), never from the token, so `alg: none` and algorithm confusion are refused.
+//! for a PEM public key; for a JWKS, each key's own), never from the token, so `alg: none` and algorithm
+//! confusion are refused.
+
+pub mod jwks;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -26,6 +29,10 @@ pub enum AuthError {
     InvalidToken(String),
     #[error("tokens can be minted only with an HS256 secret; with a public key they come from your identity provider")]
     CannotMint,
+    #[error("the token's key (kid) is not in the JWKS")]
+    UnknownKey,
+    #[error("setting up the JWKS client: {0}")]
+    Jwks(#[from] jwks::JwksError),
 }
 
 /// A verified user.
@@ -71,8 +78,17 @@ struct Verified {
     topics: Option<Vec<String>>,
 }
 
+/// Where the keys that verify user tokens come from.
+enum Keys {
+    /// One configured key (an HS256 secret or a PEM public key).
+    Static(DecodingKey),
+    /// An identity provider's published set, by `kid`.
+    Jwks(Arc<jwks::Jwks>),
+}
+
 pub struct Authenticator {
-    decoding: DecodingKey,
+    keys: Keys,
+    /// Every check but the algorithms, which a JWKS key brings itself.
     validation: Validation,
     encoding: Option<EncodingKey>,
     issuer: Option<String>,
@@ -85,21 +101,25 @@ const LEEWAY_SECS: u64 = 5;
 
 impl Authenticator {
     pub fn new(settings: &AuthSettings) -> Result<Self, AuthError> {
-        let (decoding, encoding, algorithms) = match settings.jwt_key.as_ref().ok_or(AuthError::NoKey)? {
+        let (keys, encoding, algorithms) = match settings.jwt_key.as_ref().ok_or(AuthError::NoKey)? {
             JwtKey::Hs256(secret) => (
-                DecodingKey::from_secret(secret.expose().as_bytes()),
+                Keys::Static(DecodingKey::from_secret(secret.expose().as_bytes())),
                 Some(EncodingKey::from_secret(secret.expose().as_bytes())),
                 vec![Algorithm::HS256],
             ),
             JwtKey::PublicPem(pem) => {
                 let pem = pem.as_bytes();
                 match DecodingKey::from_rsa_pem(pem) {
-                    Ok(key) => (key, None, vec![Algorithm::RS256, Algorithm::RS384, Algorithm::RS512]),
+                    Ok(key) => (Keys::Static(key), None, vec![Algorithm::RS256, Algorithm::RS384, Algorithm::RS512]),
                     Err(rsa) => match DecodingKey::from_ec_pem(pem) {
-                        Ok(key) => (key, None, vec![Algorithm::ES256, Algorithm::ES384]),
+                        Ok(key) => (Keys::Static(key), None, vec![Algorithm::ES256, Algorithm::ES384]),
                         Err(ec) => return Err(AuthError::BadPublicKey(format!("as RSA: {rsa}; as EC: {ec}"))),
                     },
                 }
+            }
+            // The algorithms here are replaced by each key's own at verification.
+            JwtKey::Jwks { url, refresh } => {
+                (Keys::Jwks(Arc::new(jwks::Jwks::new(url, *refresh)?)), None, vec![Algorithm::RS256])
             }
         };
         let mut validation = Validation::new(algorithms[0]);
@@ -120,7 +140,7 @@ impl Authenticator {
             None => validation.validate_aud = false,
         }
         Ok(Self {
-            decoding,
+            keys,
             validation,
             encoding,
             issuer: settings.issuer.clone(),
@@ -129,10 +149,27 @@ impl Authenticator {
         })
     }
 
-    /// Verifies a user token: signature, algorithm, `exp`, and `iss`/`aud` when configured.
-    pub fn user(&self, token: &str) -> Result<User, AuthError> {
-        let data = jsonwebtoken::decode::<Verified>(token, &self.decoding, &self.validation)
-            .map_err(|e| AuthError::InvalidToken(e.to_string()))?;
+    /// The JWKS the keys come from, when one is configured (to start its refresh, and for `/health`).
+    pub fn jwks(&self) -> Option<&Arc<jwks::Jwks>> {
+        match &self.keys {
+            Keys::Jwks(jwks) => Some(jwks),
+            Keys::Static(_) => None,
+        }
+    }
+
+    /// Verifies a user token: signature, algorithm, `exp`, and `iss`/`aud` when configured. With a JWKS, a
+    /// `kid` not held yet may wait for one fetch of the set (rate-limited; see `jwks`).
+    pub async fn user(&self, token: &str) -> Result<User, AuthError> {
+        let invalid = |e: jsonwebtoken::errors::Error| AuthError::InvalidToken(e.to_string());
+        let data = match &self.keys {
+            Keys::Static(decoding) => jsonwebtoken::decode::<Verified>(token, decoding, &self.validation),
+            Keys::Jwks(jwks) => {
+                let header = jsonwebtoken::decode_header(token).map_err(invalid)?;
+                let key = jwks.key(header.kid.as_deref()).await.ok_or(AuthError::UnknownKey)?;
+                jsonwebtoken::decode::<Verified>(token, &key.decoding, &jwks::validation_for(&self.validation, &key))
+            }
+        }
+        .map_err(invalid)?;
         let id = UserId::parse(&data.claims.sub).map_err(|e| AuthError::InvalidToken(e.to_string()))?;
         // A malformed grant refuses the token rather than being skipped: the issuer meant something by it.
         let grants = data.claims.topics.unwrap_or_default();
@@ -150,11 +187,19 @@ impl Authenticator {
 
     /// Whether `candidate` is one of the publisher keys, compared in constant time.
     pub fn is_api_key(&self, candidate: &str) -> bool {
-        let mut found = 0u8;
-        for key in &self.api_keys {
-            found |= key.expose().as_bytes().ct_eq(candidate.as_bytes()).unwrap_u8();
+        self.api_key(candidate).is_some()
+    }
+
+    /// Which publisher key `candidate` is (its place in `api_keys`, what rate limits are kept by), compared
+    /// in constant time against every key.
+    pub fn api_key(&self, candidate: &str) -> Option<usize> {
+        let mut found = None;
+        for (index, key) in self.api_keys.iter().enumerate() {
+            if bool::from(key.expose().as_bytes().ct_eq(candidate.as_bytes())) {
+                found = Some(index);
+            }
         }
-        found == 1
+        found
     }
 
     /// Signs a token for `user`, valid for `ttl`.
@@ -203,30 +248,30 @@ mod tests {
         .unwrap()
     }
 
-    #[test]
-    fn minted_tokens_verify() {
+    #[tokio::test]
+    async fn minted_tokens_verify() {
         let a = auth();
         let alice = UserId::parse("alice").unwrap();
         let token = a.mint(&alice, Duration::from_secs(60)).unwrap();
-        assert_eq!(a.user(&token).unwrap().id, alice);
+        assert_eq!(a.user(&token).await.unwrap().id, alice);
     }
 
-    #[test]
-    fn alg_none_and_garbage_are_refused() {
+    #[tokio::test]
+    async fn alg_none_and_garbage_are_refused() {
         let a = auth();
         // {"alg":"none","typ":"JWT"} . {"sub":"alice","exp":9999999999} . (no signature)
         let none = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJhbGljZSIsImV4cCI6OTk5OTk5OTk5OX0.";
-        assert!(a.user(none).is_err());
-        assert!(a.user("not-a-token").is_err());
+        assert!(a.user(none).await.is_err());
+        assert!(a.user("not-a-token").await.is_err());
     }
 
-    #[test]
-    fn expired_tokens_are_refused() {
+    #[tokio::test]
+    async fn expired_tokens_are_refused() {
         let a = auth();
         let claims = Claims { sub: "alice".into(), exp: unix_now() - 3600, iss: None, aud: None, topics: vec![] };
         let key = EncodingKey::from_secret(b"0123456789abcdef0123456789abcdef");
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap();
-        assert!(a.user(&token).is_err());
+        assert!(a.user(&token).await.is_err());
     }
 
     /// An HS256 authenticator (with the audience, if any) and a function that signs claims for it.
@@ -247,32 +292,40 @@ mod tests {
         (a, sign)
     }
 
-    #[test]
-    fn audience_lists_and_not_yet_valid_tokens() {
+    #[tokio::test]
+    async fn audience_lists_and_not_yet_valid_tokens() {
         let (a, sign) = hs256(Some("herald"));
         let exp = unix_now() + 600;
-        assert!(a.user(&sign(serde_json::json!({"sub": "alice", "exp": exp, "aud": ["other", "herald"]}))).is_ok());
-        assert!(a.user(&sign(serde_json::json!({"sub": "alice", "exp": exp, "aud": ["other"]}))).is_err());
+        assert!(a
+            .user(&sign(serde_json::json!({"sub": "alice", "exp": exp, "aud": ["other", "herald"]})))
+            .await
+            .is_ok());
+        assert!(a.user(&sign(serde_json::json!({"sub": "alice", "exp": exp, "aud": ["other"]}))).await.is_err());
         let later = unix_now() + 300;
-        assert!(a.user(&sign(serde_json::json!({"sub": "alice", "exp": exp, "aud": "herald", "nbf": later}))).is_err());
+        assert!(a
+            .user(&sign(serde_json::json!({"sub": "alice", "exp": exp, "aud": "herald", "nbf": later})))
+            .await
+            .is_err());
     }
 
-    #[test]
-    fn the_topics_claim_grants_what_it_names_and_nothing_else() {
+    #[tokio::test]
+    async fn the_topics_claim_grants_what_it_names_and_nothing_else() {
         let (a, sign) = hs256(None);
         let exp = unix_now() + 600;
         let topic = |s: &str| TopicName::parse(s).unwrap();
-        let user =
-            a.user(&sign(serde_json::json!({"sub": "u", "exp": exp, "topics": ["order:*", "intent:42"]}))).unwrap();
+        let user = a
+            .user(&sign(serde_json::json!({"sub": "u", "exp": exp, "topics": ["order:*", "intent:42"]})))
+            .await
+            .unwrap();
         assert!(user.may_watch(&topic("order:abc")) && user.may_watch(&topic("intent:42")));
         assert!(!user.may_watch(&topic("intent:43")) && !user.may_watch(&topic("refund:1")));
-        let plain = a.user(&sign(serde_json::json!({"sub": "u", "exp": exp}))).unwrap();
+        let plain = a.user(&sign(serde_json::json!({"sub": "u", "exp": exp}))).await.unwrap();
         assert!(!plain.may_watch(&topic("order:abc")), "no claim, no topics");
-        let bad = a.user(&sign(serde_json::json!({"sub": "u", "exp": exp, "topics": ["no colon"]}))).unwrap_err();
+        let bad = a.user(&sign(serde_json::json!({"sub": "u", "exp": exp, "topics": ["no colon"]}))).await.unwrap_err();
         assert!(bad.to_string().contains("topics claim"), "{bad}");
         let many: Vec<String> = (0..=MAX_TOPIC_GRANTS).map(|i| format!("order:{i}")).collect();
-        assert!(a.user(&sign(serde_json::json!({"sub": "u", "exp": exp, "topics": many}))).is_err());
-        assert!(a.user(&sign(serde_json::json!({"sub": "u", "exp": exp, "topics": "order:*"}))).is_err());
+        assert!(a.user(&sign(serde_json::json!({"sub": "u", "exp": exp, "topics": many}))).await.is_err());
+        assert!(a.user(&sign(serde_json::json!({"sub": "u", "exp": exp, "topics": "order:*"}))).await.is_err());
     }
 
     #[test]
