@@ -7,6 +7,7 @@ mod helpers;
 
 mod amqp;
 mod auth;
+mod auth_matrix;
 mod bad_input;
 mod chain;
 mod cluster;
